@@ -1,0 +1,109 @@
+"""Configuration: process environment > .env > defaults (DESIGN.md, Configuration).
+
+The PostgreSQL connection is left to libpq's own PG* variables: values from .env are exported
+into the process environment (never overriding it), and psycopg reads them itself, so no
+password is ever put into a DSN string, an argument list or a log line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from gpu_telemetry import REPO_ROOT
+from gpu_telemetry.errors import ConfigError
+
+DEFAULTS: dict[str, str] = {
+    "SAMPLE_INTERVAL_SEC": "5",
+    "NVIDIA_SMI": "nvidia-smi",
+    "NVIDIA_SMI_TIMEOUT_SEC": "10",
+    "SPOOL_DIR": str(REPO_ROOT / "spool"),
+    "STATUS_FILE": str(REPO_ROOT / "status.json"),
+    "LOG_DIR": str(REPO_ROOT / "logs"),
+    "GPU_BURN_DIR": "~/projects/gpu-burn",
+    "RAW_EVERY_SEC": "600",
+    "SPOOL_MAX_MB": "1024",
+    "RETENTION_DAYS": "",
+}
+
+PG_KEYS = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE")
+
+
+@dataclass(frozen=True)
+class Config:
+    sample_interval_sec: float
+    nvidia_smi: str
+    nvidia_smi_timeout_sec: float
+    spool_dir: Path
+    status_file: Path
+    log_dir: Path
+    gpu_burn_dir: Path
+    raw_every_sec: float
+    spool_max_mb: float
+    retention_days: float | None
+    env_file: Path | None
+
+
+def load_env_file(env_path: str | Path | None = None) -> Path | None:
+    """Export the keys of the .env file that the process environment does not already set.
+
+    An explicit path must exist; the default <repo>/.env is optional.
+    """
+    if env_path is not None:
+        path = Path(env_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"env file not found: {path}")
+    else:
+        path = REPO_ROOT / ".env"
+        if not path.is_file():
+            return None
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc}") from exc
+    for key, value in values.items():
+        if value is not None and key not in os.environ:
+            os.environ[key] = value
+    return path
+
+
+def _number(key: str, raw: str, *, positive: bool, allow_zero: bool = False) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number of seconds or units, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and positive and not allow_zero):
+        limit = "zero or more" if allow_zero else "more than zero"
+        raise ConfigError(f"{key} must be {limit}, got {raw!r}")
+    return value
+
+
+def load_config(env_path: str | Path | None = None) -> Config:
+    env_file = load_env_file(env_path)
+
+    def get(key: str) -> str:
+        value = os.environ.get(key, "")
+        return value.strip() if value.strip() else DEFAULTS[key]
+
+    retention_raw = get("RETENTION_DAYS")
+    return Config(
+        sample_interval_sec=_number("SAMPLE_INTERVAL_SEC", get("SAMPLE_INTERVAL_SEC"),
+                                    positive=True),
+        nvidia_smi=get("NVIDIA_SMI"),
+        nvidia_smi_timeout_sec=_number("NVIDIA_SMI_TIMEOUT_SEC", get("NVIDIA_SMI_TIMEOUT_SEC"),
+                                       positive=True),
+        spool_dir=Path(get("SPOOL_DIR")).expanduser(),
+        status_file=Path(get("STATUS_FILE")).expanduser(),
+        log_dir=Path(get("LOG_DIR")).expanduser(),
+        gpu_burn_dir=Path(get("GPU_BURN_DIR")).expanduser(),
+        raw_every_sec=_number("RAW_EVERY_SEC", get("RAW_EVERY_SEC"), positive=True,
+                              allow_zero=True),
+        spool_max_mb=_number("SPOOL_MAX_MB", get("SPOOL_MAX_MB"), positive=True),
+        retention_days=(_number("RETENTION_DAYS", retention_raw, positive=True)
+                        if retention_raw else None),
+        env_file=env_file,
+    )
