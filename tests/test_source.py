@@ -1,0 +1,281 @@
+"""read_nvidia_smi against the nvidia-smi stand-in: every way the real tool fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from gpu_telemetry import source
+from gpu_telemetry.errors import SourceError
+from gpu_telemetry.parser import parse_document
+from gpu_telemetry.source import read_nvidia_smi
+
+TESTS = Path(__file__).resolve().parent
+STAND_IN = TESTS / "stand_ins" / "nvidia-smi"
+FIXTURES = TESTS / "fixtures" / "nvidia-smi"
+DEFAULT_FIXTURE = FIXTURES / "rtx-3080-v13.xml"
+
+
+@pytest.fixture(autouse=True)
+def stand_in_env(monkeypatch, tmp_path) -> Path:
+    """A clean stand-in environment; returns the call log."""
+    for name in list(os.environ):
+        if name.startswith("NVSMI_STANDIN_"):
+            monkeypatch.delenv(name)
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("NVSMI_STANDIN_LOG", str(log))
+    return log
+
+
+def _calls(log: Path) -> list[list[str]]:
+    if not log.exists():
+        return []
+    return [line.split(" ", 3) for line in log.read_text().splitlines()]
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that still run (zombies excluded: PID 1 of a container may
+    never reap an orphaned `sleep`, yet a zombie holds nothing)."""
+    live = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            live.append(int(entry.name))
+    return live
+
+
+def _assert_group_gone(pgid: int) -> None:
+    deadline = time.monotonic() + 2.0
+    while _live_group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _live_group_members(pgid) == []
+
+
+def _script(tmp_path: Path, body: str, mode: int = 0o755) -> Path:
+    path = tmp_path / "fake-nvidia-smi"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(mode)
+    return path
+
+
+FAILURES = [
+    pytest.param("gpu_lost", "gpu_lost", 15,
+                 "Unable to determine the device handle for GPU0000:01:00.0: GPU is lost. "
+                 "Reboot the system to recover this GPU", id="gpu_lost"),
+    pytest.param("unknown_error", "device_handle", 255,
+                 "Unable to determine the device handle for GPU0000:01:00.0: Unknown Error",
+                 id="unknown_error"),
+    pytest.param("no_devices", "no_devices", 6, "No devices were found", id="no_devices"),
+    pytest.param("driver_mismatch", "driver_mismatch", 18,
+                 "Failed to initialize NVML: Driver/library version mismatch "
+                 "NVML library version: 570.133", id="driver_mismatch"),
+    pytest.param("no_driver", "driver_unreachable", 9,
+                 "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+                 "Make sure that the latest NVIDIA driver is installed and running.",
+                 id="no_driver"),
+    pytest.param("stderr_fail", "exit_status", 3,
+                 "nvidia-smi exited with status 3: Unable to query the GPUs: the requested "
+                 "operation is not available on target device (stand-in stderr_fail)",
+                 id="stderr_fail"),
+]
+
+
+@pytest.mark.parametrize(("mode", "kind", "returncode", "message"), FAILURES)
+def test_failure_modes_keep_nvidia_smis_words(monkeypatch, stand_in_env, mode, kind,
+                                              returncode, message):
+    monkeypatch.setenv("NVSMI_STANDIN_MODE", mode)
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(STAND_IN), timeout_sec=10)
+    assert (caught.value.kind, caught.value.returncode) == (kind, returncode)
+    assert caught.value.message == message
+    assert "\n" not in caught.value.message
+    assert [call[2:] for call in _calls(stand_in_env)] == [[mode, "-q -x"]]
+
+
+@pytest.mark.parametrize("fixture", [DEFAULT_FIXTURE, FIXTURES / "dual_2080-v13.xml"],
+                         ids=lambda path: path.name)
+def test_ok_returns_the_document_byte_for_byte(monkeypatch, fixture):
+    if fixture != DEFAULT_FIXTURE:
+        monkeypatch.setenv("NVSMI_STANDIN_FIXTURE", str(fixture))
+    assert read_nvidia_smi(str(STAND_IN), timeout_sec=10) == fixture.read_bytes()
+
+
+def test_name_is_looked_up_on_path(monkeypatch, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").symlink_to(STAND_IN)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert read_nvidia_smi("nvidia-smi", timeout_sec=10) == DEFAULT_FIXTURE.read_bytes()
+
+
+def test_slow_but_within_the_timeout_is_fine(monkeypatch):
+    monkeypatch.setenv("NVSMI_STANDIN_MODE", "hang")
+    monkeypatch.setenv("NVSMI_STANDIN_HANG_SEC", "0.3")
+    assert read_nvidia_smi(str(STAND_IN), timeout_sec=10) == DEFAULT_FIXTURE.read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["hang", "hang_ignore_term"])
+def test_hang_is_killed_with_its_whole_group(monkeypatch, stand_in_env, mode):
+    monkeypatch.setenv("NVSMI_STANDIN_MODE", mode)
+    started = time.monotonic()
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(STAND_IN), timeout_sec=0.5, grace_sec=2.0)
+    elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 0.5 + 2.0
+    assert caught.value.kind == "timeout"
+    assert caught.value.message == "nvidia-smi timed out after 0.5 s and was killed"
+    assert caught.value.returncode == -signal.SIGKILL
+    (call,) = _calls(stand_in_env)
+    _assert_group_gone(int(call[1]))  # start_new_session: the stand-in's pid is the group id
+
+
+def test_unkillable_process_is_abandoned_without_blocking(monkeypatch, stand_in_env):
+    """A process in uninterruptible sleep survives SIGKILL; simulated by a kill that does
+    nothing."""
+    real_killpg = os.killpg
+    sent = []
+    monkeypatch.setattr(source.os, "killpg", lambda pgid, sig: sent.append(sig))
+    monkeypatch.setenv("NVSMI_STANDIN_MODE", "hang")
+    started = time.monotonic()
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(STAND_IN), timeout_sec=0.3, grace_sec=0.3)
+    elapsed = time.monotonic() - started
+    (call,) = _calls(stand_in_env)
+    pgid = int(call[1])
+    try:
+        assert elapsed < 0.3 + 0.3 + 1.0
+        assert sent == [signal.SIGKILL]
+        assert caught.value.kind == "timeout"
+        assert caught.value.message == (
+            "nvidia-smi timed out after 0.3 s and could not be killed; abandoned")
+        assert caught.value.returncode is None
+        assert _live_group_members(pgid) != []
+    finally:
+        real_killpg(pgid, signal.SIGKILL)
+    _assert_group_gone(pgid)
+
+
+def test_missing_executable_path(tmp_path):
+    missing = tmp_path / "no-such-nvidia-smi"
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(missing), timeout_sec=10)
+    assert caught.value.kind == "not_found"
+    assert caught.value.message == f"nvidia-smi not found: {missing} (set NVIDIA_SMI)"
+    assert caught.value.returncode is None
+
+
+def test_missing_executable_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi("nvidia-smi", timeout_sec=10)
+    assert caught.value.kind == "not_found"
+    assert caught.value.message == "nvidia-smi not found: nvidia-smi (set NVIDIA_SMI)"
+
+
+def test_file_without_execute_permission(tmp_path):
+    script = _script(tmp_path, "cat /dev/null", mode=0o644)
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(script), timeout_sec=10)
+    assert caught.value.kind == "not_executable"
+    assert str(script) in caught.value.message
+    assert "Permission denied" in caught.value.message
+
+
+def test_empty_output(monkeypatch):
+    monkeypatch.setenv("NVSMI_STANDIN_MODE", "empty")
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(STAND_IN), timeout_sec=10)
+    assert (caught.value.kind, caught.value.returncode) == ("empty_output", 0)
+    assert caught.value.message == "nvidia-smi exited with status 0 but printed nothing"
+
+
+def test_whitespace_only_output_is_empty(tmp_path):
+    script = _script(tmp_path, "printf '\\n  \\n'; echo 'warning: slow' >&2")
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(script), timeout_sec=10)
+    assert caught.value.kind == "empty_output"
+    assert caught.value.message == (
+        "nvidia-smi exited with status 0 but printed nothing: warning: slow")
+
+
+@pytest.mark.parametrize("mode", ["truncated", "garbage"])
+def test_bad_documents_are_returned_and_the_parser_refuses_them(monkeypatch, mode):
+    monkeypatch.setenv("NVSMI_STANDIN_MODE", mode)
+    document = read_nvidia_smi(str(STAND_IN), timeout_sec=10)
+    whole = DEFAULT_FIXTURE.read_bytes()
+    expected = whole[: len(whole) // 2] if mode == "truncated" else b"this is not xml \xff\n"
+    assert document == expected
+    with pytest.raises(SourceError) as caught:
+        parse_document(document)
+    assert caught.value.kind == "malformed_xml"
+
+
+CLASSIFIED = [
+    pytest.param('echo "Failed to initialize NVML: Unknown Error"; exit 255', "nvml_init", 255,
+                 "Failed to initialize NVML: Unknown Error", id="nvml_init"),
+    # The exit status decides that it failed, even when stdout holds a whole document.
+    pytest.param(f"cat '{DEFAULT_FIXTURE}' >/dev/null; echo 'No devices were found'; exit 6",
+                 "no_devices", 6, "No devices were found", id="text_with_status"),
+    pytest.param("exit 4", "exit_status", 4, "nvidia-smi exited with status 4 with no output",
+                 id="silent_exit"),
+    pytest.param("kill -SEGV $$", "exit_status", -signal.SIGSEGV,
+                 "nvidia-smi was killed by SIGSEGV with no output", id="signal"),
+    pytest.param("echo '  Insufficient\tPermissions\n\n' >&2; exit 4", "exit_status", 4,
+                 "nvidia-smi exited with status 4: Insufficient Permissions", id="folded"),
+]
+
+
+@pytest.mark.parametrize(("body", "kind", "returncode", "message"), CLASSIFIED)
+def test_classification(tmp_path, body, kind, returncode, message):
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(_script(tmp_path, body)), timeout_sec=10)
+    assert (caught.value.kind, caught.value.returncode, caught.value.message) == (
+        kind, returncode, message)
+
+
+def test_long_output_is_trimmed_to_one_short_line(tmp_path):
+    script = _script(tmp_path, "i=0; while [ $i -lt 300 ]; do echo \"line $i\"; i=$((i+1)); "
+                               "done; exit 1")
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(script), timeout_sec=10)
+    message = caught.value.message
+    assert message.startswith("nvidia-smi exited with status 1: line 0 line 1 line 2 ")
+    assert message.endswith("...")
+    assert "\n" not in message
+    assert len(message) <= len("nvidia-smi exited with status 1: ") + source.MESSAGE_MAX_CHARS
+
+
+def test_mode_file_changes_a_running_setup(monkeypatch, tmp_path, stand_in_env):
+    mode_file = tmp_path / "mode"
+    monkeypatch.setenv("NVSMI_STANDIN_MODE_FILE", str(mode_file))
+    assert read_nvidia_smi(str(STAND_IN), timeout_sec=10) == DEFAULT_FIXTURE.read_bytes()
+    mode_file.write_text("gpu_lost\n")
+    with pytest.raises(SourceError) as caught:
+        read_nvidia_smi(str(STAND_IN), timeout_sec=10)
+    assert caught.value.kind == "gpu_lost"
+    mode_file.write_text("ok")
+    assert read_nvidia_smi(str(STAND_IN), timeout_sec=10) == DEFAULT_FIXTURE.read_bytes()
+    assert [call[2] for call in _calls(stand_in_env)] == ["ok", "gpu_lost", "ok"]
+
+
+def test_stand_in_lists_gpus_and_refuses_unknown_arguments(monkeypatch):
+    monkeypatch.setenv("NVSMI_STANDIN_FIXTURE", str(FIXTURES / "dual_2080-v13.xml"))
+    listed = subprocess.run([STAND_IN, "-L"], capture_output=True, text=True, check=True)
+    assert listed.stdout.splitlines() == [
+        "GPU 0: NVIDIA GeForce RTX 2080 (UUID: GPU-12345678-aaaa-bbbb-cccc-0123456789ab)",
+        "GPU 1: NVIDIA GeForce RTX 2080 (UUID: GPU-12345678-aaaa-bbbb-cccc-0123456789ab)",
+    ]
+    refused = subprocess.run([STAND_IN, "--no-such-option"], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "nvidia-smi -h" in refused.stdout
