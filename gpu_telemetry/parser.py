@@ -107,7 +107,8 @@ FIELDS: tuple[Field, ...] = (
     _f("util_gpu_pct", "smallint", "number", "utilization/gpu_util", comment="GPU utilisation, %"),
     _f("util_mem_pct", "smallint", "number", "utilization/memory_util",
        comment="memory controller utilisation, %"),
-    _f("mem_used_mib", "integer", "number", "fb_memory_usage/used", comment="framebuffer used, MiB"),
+    _f("mem_used_mib", "integer", "number", "fb_memory_usage/used",
+       comment="framebuffer used, MiB"),
     _f("mem_total_mib", "integer", "number", "fb_memory_usage/total",
        comment="framebuffer total, MiB"),
     _f("clocks_gr_mhz", "smallint", "number", "clocks/graphics_clock",
@@ -192,7 +193,8 @@ FIELDS: tuple[Field, ...] = (
     _f("retired_pages_sbe", "integer", "number",
        "retired_pages/multiple_single_bit_retirement/retired_count",
        comment="pages retired for repeated single-bit errors"),
-    _f("retired_pages_dbe", "integer", "number", "retired_pages/double_bit_retirement/retired_count",
+    _f("retired_pages_dbe", "integer", "number",
+       "retired_pages/double_bit_retirement/retired_count",
        comment="pages retired for double-bit errors"),
     _f("retired_pages_pending", "boolean", "enabled", "retired_pages/pending_retirement",
        comment="a page retirement waits for the next driver load"),
@@ -345,6 +347,11 @@ def parse_document(document: bytes | str) -> Reading:
         except (ValueError, TypeError, AttributeError) as exc:
             reading.problems.append(f"GPU {index} (id={gpu.get('id')}) unreadable: {exc}")
             continue
+        if row["gpu_uuid"] in reading.elements:
+            # Two GPUs with one UUID (seen in anonymised captures, e.g. dual_2080-v13.xml) would
+            # collapse into one row under the (ts, host, gpu_uuid) key; the bus id tells them
+            # apart, so the second reading is kept rather than silently dropped.
+            row["gpu_uuid"] = f"{row['gpu_uuid']}@{row['pci_bus_id'] or index}"
         reading.gpus.append(row)
         reading.elements[row["gpu_uuid"]] = gpu
     if not reading.gpus:
