@@ -114,6 +114,11 @@ COMMENT ON TABLE telemetry.gpu_telemetry IS
 COMMENT ON TABLE telemetry.collector_events IS
     'what happened to the collector: GPU source failures (nvidia-smi''s own message), GPUs lost '
     'and back, outages spooled and flushed, samples dropped';
+COMMENT ON COLUMN telemetry.schema_migrations.filename IS 'the sql/ file applied';
+COMMENT ON COLUMN telemetry.schema_migrations.applied_at IS 'when bin/init_db.sh applied it';
+COMMENT ON COLUMN telemetry.collector_events.ts IS 'when it happened (collector clock, UTC)';
+COMMENT ON COLUMN telemetry.collector_events.host IS 'host name of the collector';
+COMMENT ON COLUMN telemetry.collector_events.gpu_uuid IS 'the GPU concerned, when there is one';
 COMMENT ON COLUMN telemetry.collector_events.kind IS
     'source_failed, gpu_unreadable, gpu_missing, gpu_back, outage_start, outage_end, spool_dropped';
 COMMENT ON COLUMN telemetry.collector_events.detail IS 'one line, e.g. nvidia-smi''s own message';

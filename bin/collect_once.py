@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Take one sample of every GPU and store it in PostgreSQL (spooled while the database is down).
+
+Exit status: 0 stored; 75 spooled (database unreachable, sample safe on disk); 69 the GPU
+source failed (event recorded or spooled); 78 configuration error; 2 usage.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpu_telemetry.cli import add_common_options, run  # noqa: E402
+
+EXAMPLES = """\
+examples:
+  uv run ./bin/collect_once.py                 store one sample
+  uv run ./bin/collect_once.py --dry-run       print the sample as JSON, store nothing
+  NVIDIA_SMI=tests/stand_ins/nvidia-smi uv run ./bin/collect_once.py --dry-run
+                                               try it without a GPU
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="collect_once.py",
+        description="Read nvidia-smi once and store every GPU's reading in PostgreSQL.",
+        epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the sample as one JSON object; touch neither database nor "
+                             "spool")
+    parser.add_argument("--raw", action="store_true",
+                        help="with --dry-run: include each GPU's raw_json")
+    add_common_options(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from gpu_telemetry.collect import collect_once
+        from gpu_telemetry.config import load_config
+
+        config = load_config(args.env)
+        return collect_once(config, dry_run=args.dry_run, raw=args.raw)
+
+    return run(body, debug=args.debug, program="collect_once.py")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

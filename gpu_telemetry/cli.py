@@ -1,0 +1,37 @@
+"""What every entry point shares: the common options and turning failures into one line and
+an exit code (a traceback only with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable
+
+from gpu_telemetry.errors import EXIT_SOFTWARE, TelemetryError
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", metavar="PATH",
+                        help="read configuration from this .env file (default: <repo>/.env); "
+                             "the process environment still wins")
+    parser.add_argument("--debug", action="store_true",
+                        help="show a traceback on unexpected errors")
+
+
+def run(body: Callable[[], int], *, debug: bool, program: str) -> int:
+    try:
+        return body()
+    except TelemetryError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the entry point's last line of defence
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"{program}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+                  file=sys.stderr)
+        return EXIT_SOFTWARE

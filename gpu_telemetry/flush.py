@@ -1,0 +1,138 @@
+"""Deliver the spool: batches of samples, each batch one transaction, files deleted only after
+their COMMIT returned."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from gpu_telemetry.config import Config
+from gpu_telemetry.errors import DatabaseUnavailable
+from gpu_telemetry.sample import InvalidSample, default_host, now_utc
+from gpu_telemetry.spool import (
+    clean_stale_temp_files,
+    pending_files,
+    quarantine,
+    read_spool_file,
+    remove_delivered,
+    spool_lock,
+)
+from gpu_telemetry.store import connect, first_line, insert_events, insert_samples
+
+DEFAULT_BATCH_SAMPLES = 1000
+
+
+@dataclass
+class FlushResult:
+    samples: int = 0
+    rows_offered: int = 0
+    rows_inserted: int = 0
+    quarantined: list[Path] = field(default_factory=list)
+    stale_temp_removed: int = 0
+    seconds: float = 0.0
+    first_ts: object = None
+    last_ts: object = None
+
+    def summary(self) -> str:
+        rate = self.samples / self.seconds if self.seconds > 0 else 0.0
+        line = (f"flushed {self.samples} samples ({self.rows_inserted} rows stored, "
+                f"{self.rows_offered - self.rows_inserted} already there) "
+                f"in {self.seconds:.2f} s ({rate:.0f} samples/s)")
+        if self.quarantined:
+            line += f"; {len(self.quarantined)} unreadable file(s) moved to spool/bad/"
+        return line
+
+
+class Progress:
+    """A status line on stderr while a long flush runs, only when stderr is a terminal."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.start = time.monotonic()
+        self.enabled = sys.stderr.isatty() and total > 0
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - done) / rate if rate > 0 else 0.0
+        sys.stderr.write(f"\r{done}/{self.total} samples, {rate:.0f}/s, {left:.0f} s left ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _load_batch(config: Config, paths: list[Path], result: FlushResult
+                ) -> tuple[list[dict], list[Path]]:
+    samples, good = [], []
+    for path in paths:
+        try:
+            samples.append(read_spool_file(path))
+        except FileNotFoundError:
+            continue  # delivered by a flusher that held the lock before us
+        except InvalidSample as exc:
+            target = quarantine(config.spool_dir, path, str(exc))
+            print(f"quarantined {path.name}: {exc} -> {target}", file=sys.stderr)
+            result.quarantined.append(target)
+            continue
+        good.append(path)
+    return samples, good
+
+
+def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAULT_BATCH_SAMPLES,
+            ) -> FlushResult:
+    """Deliver every spooled sample over an open connection; the caller holds the lock."""
+    result = FlushResult()
+    started = time.monotonic()
+    result.stale_temp_removed = clean_stale_temp_files(config.spool_dir)
+    paths = pending_files(config.spool_dir)
+    progress = Progress(len(paths))
+    try:
+        for start in range(0, len(paths), batch_samples):
+            samples, good = _load_batch(config, paths[start:start + batch_samples], result)
+            if samples:
+                inserted, offered = insert_samples(conn, samples, config.raw_every_sec)
+                # COMMIT has returned: only now may the files go.
+                remove_delivered(config.spool_dir, good)
+                result.samples += len(samples)
+                result.rows_inserted += inserted
+                result.rows_offered += offered
+                times = [sample["ts"] for sample in samples]
+                result.first_ts = min([*times, result.first_ts or times[0]])
+                result.last_ts = max([*times, result.last_ts or times[0]])
+            progress.update(start + len(paths[start:start + batch_samples]))
+    finally:
+        progress.close()
+        result.seconds = time.monotonic() - started
+    if result.samples:
+        insert_events(conn, [(now_utc(), default_host(), "spool_flushed", result.summary(), None,
+                              Jsonb({
+                                  "samples": result.samples,
+                                  "rows_inserted": result.rows_inserted,
+                                  "rows_offered": result.rows_offered,
+                                  "first_ts": result.first_ts.isoformat(),
+                                  "last_ts": result.last_ts.isoformat(),
+                                  "quarantined": len(result.quarantined),
+                              }))])
+    return result
+
+
+def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
+                wait_sec: float = 0.0) -> FlushResult:
+    """Take the lock, connect, deliver. DatabaseUnavailable when the database is down or
+    fails mid-way (undelivered files stay)."""
+    with spool_lock(config.spool_dir, wait_sec):
+        try:
+            with connect() as conn:
+                return deliver(config, conn, batch_samples)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"database error during flush: {first_line(exc)}; "
+                                      "undelivered files kept") from exc

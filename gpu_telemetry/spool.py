@@ -1,0 +1,161 @@
+"""The spool: samples the database could not take, one JSON file each, until a flush delivers
+them.
+
+A spool file exists only once it is whole: it is written to a hidden temp file in the same
+folder, fsynced, renamed into place, and the folder fsynced, so a crash or power cut leaves
+either the complete file or a temp file that is never flushed. Unreadable files are moved to
+spool/bad/ with a note of the reason, never deleted and never allowed to block the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from gpu_telemetry.errors import SpoolError
+from gpu_telemetry.sample import InvalidSample, validate_sample
+
+TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".flush.lock"
+BAD_DIR = "bad"
+MAX_FILE_BYTES = 64 * 1024 * 1024
+STALE_TEMP_SEC = 600
+
+
+class SpoolBusy(SpoolError):
+    """Another flusher holds the spool lock."""
+
+    exit_code = 75
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_stem(sample: dict) -> str:
+    stamp = "".join(ch for ch in str(sample.get("ts", "")) if ch.isdigit())[:20] or "0"
+    host = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(sample.get("host")))
+    return f"{stamp}-{host[:64]}-{uuid.uuid4().hex[:12]}"
+
+
+def write_spool(spool_dir: Path, sample: dict, reason: str) -> Path:
+    """Durably store one sample with `_spool_reason`; returns the file's path."""
+    body = json.dumps({**sample, "_spool_reason": reason}, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        stem = _file_stem(sample)
+        temp = spool_dir / f"{TEMP_PREFIX}{stem}.json"
+        final = spool_dir / f"{stem}.json"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, final)
+        _fsync_dir(spool_dir)
+    except OSError as exc:
+        raise SpoolError(f"cannot write spool file in {spool_dir}: {exc.strerror or exc}") from exc
+    return final
+
+
+def pending_files(spool_dir: Path) -> list[Path]:
+    """Spooled files in time order (their names start with the sample time)."""
+    try:
+        entries = list(os.scandir(spool_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(Path(entry.path) for entry in entries
+                  if entry.name.endswith(".json") and not entry.name.startswith(".")
+                  and entry.is_file(follow_symlinks=False))
+
+
+def clean_stale_temp_files(spool_dir: Path, older_than_sec: float = STALE_TEMP_SEC) -> int:
+    """Remove temp files left by a writer that died mid-write; they were never complete."""
+    removed = 0
+    cutoff = time.time() - older_than_sec
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(spool_dir):
+            if entry.name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+    return removed
+
+
+def read_spool_file(path: Path) -> dict:
+    """The validated sample in a spool file, or InvalidSample with the reason."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise InvalidSample("empty file")
+        if size > MAX_FILE_BYTES:
+            raise InvalidSample(f"file is {size} bytes, over {MAX_FILE_BYTES}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidSample(f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        obj = json.loads(data.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidSample(f"not valid JSON ({exc})") from None
+    return validate_sample(obj)
+
+
+def quarantine(spool_dir: Path, path: Path, reason: str) -> Path:
+    """Move an unreadable file to spool/bad/ with a .reason file beside it."""
+    bad_dir = spool_dir / BAD_DIR
+    bad_dir.mkdir(parents=True, exist_ok=True)
+    target = bad_dir / path.name
+    if target.exists():
+        target = bad_dir / f"{path.stem}-{uuid.uuid4().hex[:8]}{path.suffix}"
+    os.rename(path, target)
+    target.with_name(target.name + ".reason").write_text(reason.rstrip() + "\n")
+    _fsync_dir(bad_dir)
+    _fsync_dir(spool_dir)
+    return target
+
+
+def remove_delivered(spool_dir: Path, paths: list[Path]) -> None:
+    """Delete files whose samples are committed; call only after COMMIT returned."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if paths:
+        _fsync_dir(spool_dir)
+
+
+@contextlib.contextmanager
+def spool_lock(spool_dir: Path, wait_sec: float = 0.0) -> Iterator[None]:
+    """Hold the flusher lock: one flusher at a time, the collector loop's own flush included."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(spool_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_sec
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise SpoolBusy(f"another flush of {spool_dir} is running") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)

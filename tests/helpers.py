@@ -1,0 +1,67 @@
+"""Running the real scripts as subprocesses, with the stand-in nvidia-smi and a private spool."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.pgserver import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi"
+STAND_IN = REPO_ROOT / "tests" / "stand_ins" / "nvidia-smi"
+
+_OWN_KEYS = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE",
+             "PGSERVICE", "PGPASSFILE", "SAMPLE_INTERVAL_SEC", "NVIDIA_SMI",
+             "NVIDIA_SMI_TIMEOUT_SEC", "SPOOL_DIR", "STATUS_FILE", "LOG_DIR", "RAW_EVERY_SEC",
+             "SPOOL_MAX_MB", "RETENTION_DAYS")
+
+
+def base_env(tmp_path: Path, pg_env: dict[str, str] | None, *,
+             fixture: str = "dual_2080-v13.xml", mode: str = "ok", **extra: str) -> dict:
+    """A clean environment: nothing of the developer's own configuration leaks in."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in _OWN_KEYS and not key.startswith("NVSMI_STANDIN_")}
+    env.update(pg_env if pg_env is not None else dead_database_env())
+    env.update({
+        "NVIDIA_SMI": str(STAND_IN),
+        "NVSMI_STANDIN_FIXTURE": str(FIXTURES / fixture),
+        "NVSMI_STANDIN_MODE": mode,
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "STATUS_FILE": str(tmp_path / "status.json"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "PGCONNECT_TIMEOUT": "3",
+    })
+    env.update(extra)
+    return env
+
+
+def dead_database_env() -> dict[str, str]:
+    """Points at a port where nothing listens: the database is down."""
+    return {"PGHOST": "127.0.0.1", "PGPORT": str(free_port()), "PGUSER": "postgres",
+            "PGDATABASE": "postgres"}
+
+
+def run_script(name: str, *args: str, env: dict, tmp_path: Path,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run bin/<name> with the project's Python, from an unrelated working directory, with an
+    empty --env file so that a developer's own .env cannot change the outcome."""
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.touch()
+    command = [sys.executable, str(REPO_ROOT / "bin" / name), *args]
+    if "--help" not in args and "--env" not in args:
+        command += ["--env", str(empty_env_file)]
+    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def write_status(tmp_path: Path, **fields) -> None:
+    (tmp_path / "status.json").write_text(json.dumps(fields))
+
+
+def spool_files(tmp_path: Path) -> list[Path]:
+    spool = tmp_path / "spool"
+    return sorted(spool.glob("*.json")) if spool.exists() else []
