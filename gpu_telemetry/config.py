@@ -71,6 +71,18 @@ def load_env_file(env_path: str | Path | None = None) -> Path | None:
     return path
 
 
+def _path(raw: str) -> Path:
+    """Relative paths are taken from the repository root, so a .env means the same thing
+    whatever the working directory (systemd starts units in $HOME)."""
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _executable(raw: str) -> str:
+    """A bare name is looked up on PATH; a relative path is taken from the repository root."""
+    return str(_path(raw)) if "/" in raw else raw
+
+
 def _number(key: str, raw: str, *, positive: bool, allow_zero: bool = False) -> float:
     try:
         value = float(raw)
@@ -93,13 +105,13 @@ def load_config(env_path: str | Path | None = None) -> Config:
     return Config(
         sample_interval_sec=_number("SAMPLE_INTERVAL_SEC", get("SAMPLE_INTERVAL_SEC"),
                                     positive=True),
-        nvidia_smi=get("NVIDIA_SMI"),
+        nvidia_smi=_executable(get("NVIDIA_SMI")),
         nvidia_smi_timeout_sec=_number("NVIDIA_SMI_TIMEOUT_SEC", get("NVIDIA_SMI_TIMEOUT_SEC"),
                                        positive=True),
-        spool_dir=Path(get("SPOOL_DIR")).expanduser(),
-        status_file=Path(get("STATUS_FILE")).expanduser(),
-        log_dir=Path(get("LOG_DIR")).expanduser(),
-        gpu_burn_dir=Path(get("GPU_BURN_DIR")).expanduser(),
+        spool_dir=_path(get("SPOOL_DIR")),
+        status_file=_path(get("STATUS_FILE")),
+        log_dir=_path(get("LOG_DIR")),
+        gpu_burn_dir=_path(get("GPU_BURN_DIR")),
         raw_every_sec=_number("RAW_EVERY_SEC", get("RAW_EVERY_SEC"), positive=True,
                               allow_zero=True),
         spool_max_mb=_number("SPOOL_MAX_MB", get("SPOOL_MAX_MB"), positive=True),
