@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -30,36 +31,50 @@ def warn(message: str) -> None:
 
 @dataclass
 class Taken:
-    """One sample as JSON-able data, and the source failure it records, if any."""
+    """One reading as a JSON-able sample, and what went wrong while taking it."""
 
     sample: dict
-    failure: SourceError | None
+    failure: SourceError | None = None
+    unreadable: list[str] = field(default_factory=list)  # one line per GPU that was skipped
+    status_problem: str | None = None
+
+    def failure_event(self) -> dict:
+        failure = self.failure
+        return event("source_failed", failure.message,
+                     data={"failure": failure.kind, "exit_code": failure.returncode})
 
 
-def take_sample(config: Config, *, host: str | None = None, with_raw: bool = True) -> Taken:
-    """Read nvidia-smi once and build the sample. A source failure still gives a sample: no
-    GPU rows and a `source_failed` event keeping nvidia-smi's own message."""
-    status, problem = read_status(config.status_file)
-    if problem:
-        warn(problem)
+def take_sample(config: Config, host: str,
+                raw_due: Callable[[str], bool] = lambda gpu_uuid: True) -> Taken:
+    """Read nvidia-smi once and build the sample; a source failure gives a sample with no GPU
+    rows. `raw_due(gpu_uuid)` says whether that GPU's raw snapshot is kept this time."""
+    status, status_problem = read_status(config.status_file)
     ts = now_utc()
-    host = host or default_host()
     try:
         reading = parse_document(read_nvidia_smi(config.nvidia_smi,
                                                  config.nvidia_smi_timeout_sec))
     except SourceError as failure:
-        data = {"failure": failure.kind, "exit_code": failure.returncode}
-        return Taken(new_sample(ts, host, status, [], [
-            event("source_failed", failure.message, data=data)]), failure)
-    events = []
-    for line in reading.problems:
-        warn(line)
-        events.append(event("gpu_unreadable", line))
+        return Taken(new_sample(ts, host, status, []), failure, [], status_problem)
     gpus = []
     for row in reading.gpus:
-        raw = element_to_json(reading.elements[row["gpu_uuid"]]) if with_raw else None
+        uuid = row["gpu_uuid"]
+        raw = element_to_json(reading.elements[uuid]) if raw_due(uuid) else None
         gpus.append({**row, "raw_json": raw})
-    return Taken(new_sample(ts, host, status, gpus, events), None)
+    return Taken(new_sample(ts, host, status, gpus), None, reading.problems, status_problem)
+
+
+def take_one_shot(config: Config, *, with_raw: bool) -> Taken:
+    """A sample for collect_once: every problem is said, and recorded as an event."""
+    taken = take_sample(config, default_host(), lambda gpu_uuid: with_raw)
+    if taken.status_problem:
+        warn(taken.status_problem)
+    events = [taken.failure_event()] if taken.failure else []
+    for line in taken.unreadable:
+        warn(line)
+        events.append(event("gpu_unreadable", line))
+    if events:
+        taken.sample["events"] = events
+    return taken
 
 
 def _report(taken: Taken, outcome: str) -> int:
@@ -95,11 +110,11 @@ def store_or_spool(config: Config, taken: Taken) -> int:
 
 def collect_once(config: Config, *, dry_run: bool = False, raw: bool = False) -> int:
     if dry_run:
-        taken = take_sample(config, with_raw=raw)
+        taken = take_one_shot(config, with_raw=raw)
         if taken.failure is not None:
             return _report(taken, "nothing stored (dry run)")
         json.dump(taken.sample, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
         return EXIT_OK
-    return store_or_spool(config, take_sample(config))
+    return store_or_spool(config, take_one_shot(config, with_raw=True))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -35,8 +36,18 @@ class FlushResult:
     quarantined: list[Path] = field(default_factory=list)
     stale_temp_removed: int = 0
     seconds: float = 0.0
-    first_ts: object = None
-    last_ts: object = None
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+    complete: bool = True
+
+    def add(self, samples: list[dict], inserted: int, offered: int) -> None:
+        self.samples += len(samples)
+        self.rows_inserted += inserted
+        self.rows_offered += offered
+        first = min(sample["ts"] for sample in samples)
+        last = max(sample["ts"] for sample in samples)
+        self.first_ts = min(first, self.first_ts) if self.first_ts else first
+        self.last_ts = max(last, self.last_ts) if self.last_ts else last
 
     def summary(self) -> str:
         rate = self.samples / self.seconds if self.seconds > 0 else 0.0
@@ -88,8 +99,12 @@ def _load_batch(config: Config, paths: list[Path], result: FlushResult
 
 
 def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAULT_BATCH_SAMPLES,
-            ) -> FlushResult:
-    """Deliver every spooled sample over an open connection; the caller holds the lock."""
+            deadline: float | None = None) -> FlushResult:
+    """Deliver spooled samples over an open connection; the caller holds the lock.
+
+    With a `deadline` (time.monotonic()), stops after the batch that passes it, so the collector
+    loop can drain a long backlog between samples; `result.complete` says whether it got through.
+    """
     result = FlushResult()
     started = time.monotonic()
     result.stale_temp_removed = clean_stale_temp_files(config.spool_dir)
@@ -97,32 +112,35 @@ def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAU
     progress = Progress(len(paths))
     try:
         for start in range(0, len(paths), batch_samples):
+            if deadline is not None and time.monotonic() > deadline:
+                result.complete = False
+                break
             samples, good = _load_batch(config, paths[start:start + batch_samples], result)
             if samples:
                 inserted, offered = insert_samples(conn, samples, config.raw_every_sec)
                 # COMMIT has returned: only now may the files go.
                 remove_delivered(config.spool_dir, good)
-                result.samples += len(samples)
-                result.rows_inserted += inserted
-                result.rows_offered += offered
-                times = [sample["ts"] for sample in samples]
-                result.first_ts = min([*times, result.first_ts or times[0]])
-                result.last_ts = max([*times, result.last_ts or times[0]])
+                result.add(samples, inserted, offered)
             progress.update(start + len(paths[start:start + batch_samples]))
     finally:
         progress.close()
         result.seconds = time.monotonic() - started
-    if result.samples:
-        insert_events(conn, [(now_utc(), default_host(), "spool_flushed", result.summary(), None,
-                              Jsonb({
-                                  "samples": result.samples,
-                                  "rows_inserted": result.rows_inserted,
-                                  "rows_offered": result.rows_offered,
-                                  "first_ts": result.first_ts.isoformat(),
-                                  "last_ts": result.last_ts.isoformat(),
-                                  "quarantined": len(result.quarantined),
-                              }))])
     return result
+
+
+def record_flush(conn: psycopg.Connection, result: FlushResult, kind: str = "spool_flushed",
+                 **extra) -> None:
+    """One collector_events row saying what a flush delivered."""
+    data = {
+        "samples": result.samples,
+        "rows_inserted": result.rows_inserted,
+        "rows_offered": result.rows_offered,
+        "first_ts": result.first_ts.isoformat() if result.first_ts else None,
+        "last_ts": result.last_ts.isoformat() if result.last_ts else None,
+        "quarantined": len(result.quarantined),
+        **extra,
+    }
+    insert_events(conn, [(now_utc(), default_host(), kind, result.summary(), None, Jsonb(data))])
 
 
 def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
@@ -132,7 +150,10 @@ def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
     with spool_lock(config.spool_dir, wait_sec):
         try:
             with connect() as conn:
-                return deliver(config, conn, batch_samples)
+                result = deliver(config, conn, batch_samples)
+                if result.samples:
+                    record_flush(conn, result)
+                return result
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"database error during flush: {first_line(exc)}; "
                                       "undelivered files kept") from exc

@@ -18,6 +18,11 @@ from gpu_telemetry.errors import SourceError
 
 MESSAGE_MAX_CHARS = 500
 
+# Calls that outlived SIGKILL. While one lives, no new call starts: a second nvidia-smi queued
+# behind a wedged driver only adds a second stuck process, and the contract is never two in
+# flight.
+_abandoned: list[subprocess.Popen] = []
+
 # nvidia-smi's own words, checked in this order against what it printed on a non-zero exit.
 # It prints these on stdout, not stderr, and its exit status is the NVML return code
 # (15 GPU_IS_LOST, 6 NOT_FOUND, 18 LIB_RM_VERSION_MISMATCH, 9 DRIVER_NOT_LOADED, 255 UNKNOWN),
@@ -41,6 +46,11 @@ def read_nvidia_smi(executable: str, timeout_sec: float, grace_sec: float = 2.0)
     Raises SourceError with kind not_found, not_executable, timeout, empty_output, one of
     the kinds in _KINDS_BY_TEXT, or exit_status (any other non-zero exit or a signal).
     """
+    _abandoned[:] = [process for process in _abandoned if process.poll() is None]
+    if _abandoned:
+        raise SourceError("still_running",
+                          f"an earlier nvidia-smi (pid {_abandoned[0].pid}) is still stuck after "
+                          "SIGKILL; not starting another until it exits")
     try:
         # A session of its own, so a timeout can kill nvidia-smi and anything it started.
         process = subprocess.Popen(
@@ -90,6 +100,7 @@ def _kill_after_timeout(process: subprocess.Popen, timeout_sec: float,
         outcome = "was killed"
     except subprocess.TimeoutExpired:
         outcome = "could not be killed; abandoned"
+        _abandoned.append(process)
         threading.Thread(target=process.wait, name=f"reap-nvidia-smi-{process.pid}",
                          daemon=True).start()
     for pipe in (process.stdout, process.stderr):

@@ -161,9 +161,20 @@ def test_unkillable_process_is_abandoned_without_blocking(monkeypatch, stand_in_
             "nvidia-smi timed out after 0.3 s and could not be killed; abandoned")
         assert caught.value.returncode is None
         assert _live_group_members(pgid) != []
+        # Never two in flight: while the abandoned call lives, no new one is started.
+        with pytest.raises(SourceError) as again:
+            read_nvidia_smi(str(STAND_IN), timeout_sec=0.3, grace_sec=0.3)
+        assert again.value.kind == "still_running" and str(pgid) in again.value.message
+        assert len(_calls(stand_in_env)) == 1
     finally:
         real_killpg(pgid, signal.SIGKILL)
     _assert_group_gone(pgid)
+    monkeypatch.setenv("NVSMI_STANDIN_MODE", "ok")
+    deadline = time.monotonic() + 5
+    while source._abandoned and source._abandoned[0].poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert read_nvidia_smi(str(STAND_IN), timeout_sec=5).startswith(b"<?xml")
 
 
 def test_missing_executable_path(tmp_path):

@@ -1,0 +1,244 @@
+"""collect_once.py --loop: one process, a drift-free schedule, outages spooled and flushed,
+every change of state recorded once. The real script, the stand-in nvidia-smi, a real
+PostgreSQL that the tests stop and start."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FIXTURES, REPO_ROOT, base_env, spool_files
+
+
+class RunningLoop:
+    def __init__(self, tmp_path: Path, env: dict, *args: str):
+        self.log = tmp_path / "nvidia-smi-calls.log"
+        self.out = tmp_path / "loop.out"
+        env = {**env, "NVSMI_STANDIN_LOG": str(self.log)}
+        (tmp_path / "empty.env").touch()
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "bin" / "collect_once.py"), "--loop",
+             "--env", str(tmp_path / "empty.env"), *args],
+            env=env, cwd=tmp_path, stdout=self.out.open("w"), stderr=subprocess.STDOUT)
+
+    def calls(self) -> list[float]:
+        if not self.log.exists():
+            return []
+        return [float(line.split()[0]) for line in self.log.read_text().splitlines()]
+
+    def wait_for_calls(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.calls()) < count:
+            assert self.process.poll() is None, self.output()
+            assert time.monotonic() < deadline, f"only {len(self.calls())} calls"
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.out.read_text()
+
+
+@pytest.fixture
+def loops():
+    running: list[RunningLoop] = []
+    yield running
+    for loop in running:
+        if loop.process.poll() is None:
+            loop.process.kill()
+            loop.process.wait()
+
+
+def start(loops, tmp_path, env, *args) -> RunningLoop:
+    loop = RunningLoop(tmp_path, env, *args)
+    loops.append(loop)
+    return loop
+
+
+def query(db, sql: str):
+    with db.connect() as conn:
+        return conn.execute(sql).fetchall()
+
+
+def row_counts(db) -> tuple[int, int]:
+    ((rows, keys),) = query(db, "SELECT count(*), count(DISTINCT (ts, host, gpu_uuid))"
+                                " FROM telemetry.gpu_telemetry")
+    return rows, keys
+
+
+def events(db) -> list[str]:
+    return [kind for (kind,) in query(db, "SELECT kind FROM telemetry.collector_events"
+                                          " ORDER BY ts, kind")]
+
+
+def test_every_call_is_stored_once_and_sigterm_exits_0(db, tmp_path, loops):
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop.wait_for_calls(6)
+    assert loop.stop() == 0
+    calls = len(loop.calls())
+    assert row_counts(db) == (2 * calls, 2 * calls)  # dual_2080: two GPUs per call
+    output = loop.output()
+    assert output.count("stored GPU0") == calls
+    assert f"stopped after {calls} samples" in output
+    assert "Traceback" not in output
+
+
+def test_sigint_finishes_the_sample_and_exits_0(db, tmp_path, loops):
+    env = base_env(tmp_path, db.env, mode="hang", NVSMI_STANDIN_HANG_SEC="1")
+    loop = start(loops, tmp_path, env, "--interval", "0.2")
+    loop.wait_for_calls(1)
+    time.sleep(0.3)  # the call is in flight
+    assert loop.stop(signal.SIGINT) == 0
+    assert len(loop.calls()) == 1
+    assert row_counts(db) == (2, 2)  # the sample in hand was finished and stored
+
+
+def test_schedule_does_not_drift(db, tmp_path, loops):
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.25", "--quiet")
+    loop.wait_for_calls(13)
+    assert loop.stop() == 0
+    calls = loop.calls()
+    # Each call lands on start + k * interval; errors do not add up over the run.
+    offsets = [(t - calls[0]) - k * 0.25 for k, t in enumerate(calls)]
+    assert max(abs(offset) for offset in offsets[:13]) < 0.15, offsets
+    assert "stored" not in loop.output()  # --quiet: no line per sample
+
+
+def test_slow_nvidia_smi_delays_ticks_and_never_overlaps(db, tmp_path, loops):
+    env = base_env(tmp_path, db.env, mode="hang", NVSMI_STANDIN_HANG_SEC="0.5")
+    loop = start(loops, tmp_path, env, "--interval", "0.2")
+    loop.wait_for_calls(4)
+    assert loop.stop() == 0
+    calls = loop.calls()
+    gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+    assert min(gaps) >= 0.5, gaps  # the next call starts only after the previous one ended
+    assert "skipped" in loop.output()
+    assert row_counts(db)[0] == 2 * len(calls)
+
+
+def test_database_stop_and_start_under_the_loop(db, pg_server, tmp_path, loops):
+    if not pg_server.can_restart:
+        pytest.skip("an external test server cannot be stopped")
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop.wait_for_calls(3)
+    pg_server.stop("fast")
+    calls_before_outage = len(loop.calls())
+    loop.wait_for_calls(calls_before_outage + 5)
+    assert spool_files(tmp_path), loop.output()
+    pg_server.start()
+    deadline = time.monotonic() + 30
+    while spool_files(tmp_path) or "outage_end" not in events(db):
+        assert time.monotonic() < deadline, loop.output()
+        time.sleep(0.2)
+    assert loop.stop() == 0
+    calls = len(loop.calls())
+    assert row_counts(db) == (2 * calls, 2 * calls)
+    assert spool_files(tmp_path) == []
+    kinds = events(db)
+    assert kinds.count("outage_start") == 1 and kinds.count("outage_end") == 1
+    ((spooled,),) = query(db, "SELECT (data->>'spooled')::int FROM telemetry.collector_events"
+                              " WHERE kind = 'outage_end'")
+    assert spooled >= 5
+    output = loop.output()
+    assert output.count("spooling samples to") == 1 and output.count("database back") == 1
+
+
+def test_terminated_backend_reconnects_without_losing_a_sample(db, tmp_path, loops):
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop.wait_for_calls(3)
+    query(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+              " WHERE application_name = 'gpu-telemetry'")
+    loop.wait_for_calls(len(loop.calls()) + 5)
+    deadline = time.monotonic() + 15
+    while spool_files(tmp_path):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert loop.stop() == 0
+    calls = len(loop.calls())
+    assert row_counts(db) == (2 * calls, 2 * calls)
+    assert loop.process.returncode == 0 and "Traceback" not in loop.output()
+
+
+def test_source_failure_is_recorded_once_per_change(db, tmp_path, loops):
+    mode_file = tmp_path / "mode"
+    env = base_env(tmp_path, db.env, NVSMI_STANDIN_MODE_FILE=str(mode_file))
+    loop = start(loops, tmp_path, env, "--interval", "0.15")
+    loop.wait_for_calls(2)
+    mode_file.write_text("gpu_lost\n")
+    loop.wait_for_calls(len(loop.calls()) + 5)
+    mode_file.unlink()
+    loop.wait_for_calls(len(loop.calls()) + 3)
+    assert loop.stop() == 0
+    assert events(db).count("source_failed") == 1
+    assert events(db).count("source_recovered") == 1
+    ((detail, failed),) = query(db, "SELECT detail, (data->>'failed_samples')::int"
+                                    " FROM telemetry.collector_events"
+                                    " WHERE kind = 'source_recovered'")
+    assert failed >= 5 and "answers again" in detail
+    assert loop.output().count("GPU is lost") == 1
+
+
+def test_gpu_missing_and_back(db, tmp_path, loops):
+    both = (FIXTURES / "dual_2080-v13.xml").read_text()
+    first, second = both.split("<gpu id=", 2)[1:]
+    one = both.split("<gpu id=")[0] + "<gpu id=" + first.rsplit("</gpu>", 1)[0] + "</gpu>\n" \
+        "</nvidia_smi_log>\n"
+    document = tmp_path / "document.xml"
+
+    def show(text: str) -> None:
+        staged = tmp_path / "document.xml.new"
+        staged.write_text(text)
+        staged.replace(document)
+
+    show(both)
+    env = base_env(tmp_path, db.env, NVSMI_STANDIN_FIXTURE=str(document))
+    loop = start(loops, tmp_path, env, "--interval", "0.15")
+    loop.wait_for_calls(2)
+    show(one)
+    loop.wait_for_calls(len(loop.calls()) + 3)
+    show(both)
+    loop.wait_for_calls(len(loop.calls()) + 3)
+    assert loop.stop() == 0
+    found = query(db, "SELECT kind, gpu_uuid FROM telemetry.collector_events"
+                      " WHERE kind IN ('gpu_missing', 'gpu_back') ORDER BY ts")
+    gone = "GPU-12345678-aaaa-bbbb-cccc-0123456789ab@00000000:02:00.0"
+    assert found == [("gpu_missing", gone), ("gpu_back", gone)]
+
+
+def test_leftover_spool_is_flushed_by_the_loop(db, tmp_path, loops):
+    down = base_env(tmp_path, None)
+    for _ in range(3):
+        subprocess.run([sys.executable, str(REPO_ROOT / "bin" / "collect_once.py")], env=down,
+                       capture_output=True, check=False)
+    assert len(spool_files(tmp_path)) == 3
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop.wait_for_calls(3)
+    deadline = time.monotonic() + 15
+    while spool_files(tmp_path):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert loop.stop() == 0
+    assert row_counts(db)[0] == 2 * (3 + len(loop.calls()))
+
+
+@pytest.mark.parametrize("args", [["--interval", "0"], ["--interval", "-1"],
+                                  ["--interval", "abc"], ["--dry-run"]])
+def test_bad_loop_options_are_usage_errors(tmp_path, args):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bin" / "collect_once.py"),
+                             "--loop", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_interval_needs_loop(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bin" / "collect_once.py"),
+                             "--interval", "1"], capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "need --loop" in result.stderr
+
+
