@@ -4,6 +4,7 @@ an exit code (a traceback only with --debug)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -25,6 +26,11 @@ def run(body: Callable[[], int], *, debug: bool, program: str) -> int:
     except TelemetryError as exc:
         print(f"{program}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`... --dry-run | head`): nothing left to say to it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ database without passing through it, so one bad file cannot fail a whole batch.
 from __future__ import annotations
 
 import math
+import re
 import socket
 from datetime import UTC, datetime
 
@@ -26,6 +27,7 @@ COLUMN_TYPES: dict[str, str] = {
 }
 assert tuple(COLUMN_TYPES) == GPU_COLUMNS
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
 MAX_TEXT_CHARS = 1000
 
@@ -86,13 +88,38 @@ def event(kind: str, detail: str, *, gpu_uuid: str | None = None, data: dict | N
     return entry
 
 
+def storable_text(text: str) -> str:
+    """PostgreSQL text and jsonb cannot hold NUL, and UTF-8 cannot encode a lone surrogate;
+    both become U+FFFD, so a stray byte costs a character, never the sample."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def storable_json(value):
+    """JSON data PostgreSQL's jsonb accepts: text made storable, NaN and infinities as null."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {storable_text(str(key)): storable_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable_json(item) for item in value]
+    return value
+
+
 def _fit(column: str, sql_type: str, value):
     if value is None:
         return None
     if sql_type == "text":
         if not isinstance(value, str):
             raise InvalidSample(f"{column} is {type(value).__name__}, not text")
-        return value[:MAX_TEXT_CHARS]
+        return storable_text(value[:MAX_TEXT_CHARS])
     if sql_type == "boolean":
         if not isinstance(value, bool):
             raise InvalidSample(f"{column} is {type(value).__name__}, not a boolean")
@@ -119,6 +146,8 @@ def _parse_ts(value) -> datetime:
         ts = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidSample(f"ts {value[:40]!r} is not an ISO 8601 time") from None
+    if not 1970 <= ts.year <= 9000:
+        raise InvalidSample(f"ts {value[:40]!r} is outside 1970..9000")
     if ts.tzinfo is None:
         # The original scripts wrote local time without an offset.
         ts = ts.astimezone()
@@ -135,7 +164,7 @@ def _validate_gpu(gpu) -> dict:
     raw = gpu.get("raw_json")
     if raw is not None and not isinstance(raw, dict | list):
         raise InvalidSample("raw_json is not a JSON object")
-    row["raw_json"] = raw
+    row["raw_json"] = storable_json(raw)
     return row
 
 
@@ -147,10 +176,10 @@ def _validate_event(entry, default_ts: datetime) -> dict:
         raise InvalidSample("an events entry has data that is not an object")
     return {
         "ts": _parse_ts(entry["ts"]) if "ts" in entry else default_ts,
-        "kind": entry["kind"][:100],
+        "kind": storable_text(entry["kind"][:100]),
         "detail": _fit("detail", "text", entry.get("detail")),
         "gpu_uuid": _fit("gpu_uuid", "text", entry.get("gpu_uuid")),
-        "data": data,
+        "data": storable_json(data),
     }
 
 

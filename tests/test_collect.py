@@ -46,12 +46,16 @@ def test_raw_snapshot_is_kept_every_raw_every_sec(db, tmp_path):
     assert kept == [{"n": 8, "raw": 4}]
 
 
-def test_memo_with_quotes_and_sql_is_just_text(db, tmp_path):
-    memo = "fan=25%'); DROP TABLE telemetry.gpu_telemetry; -- \"quoted\" \\ back"
+@pytest.mark.parametrize(("memo", "stored"), [
+    ("fan=25%'); DROP TABLE telemetry.gpu_telemetry; -- \"quoted\" \\ back", None),
+    ("nul\u0000inside", "nul\ufffdinside"),
+])
+def test_memo_with_quotes_and_sql_is_just_text(db, tmp_path, memo, stored):
     write_status(tmp_path, tag="bench", memo=memo)
     env = base_env(tmp_path, db.env, fixture="tesla-t4.xml")
-    assert run_script("collect_once.py", env=env, tmp_path=tmp_path).returncode == 0
-    assert [r["status_memo"] for r in rows(db)] == [memo]
+    result = run_script("collect_once.py", env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [r["status_memo"] for r in rows(db)] == [stored or memo]
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"memo": "no tag"}',

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""How fast the spool flush is, against its floor and against the original scripts' approach.
+
+One command: `uv run python bench/flush_bench.py [--samples N] [--repeat R] [--durable]`.
+It starts a throwaway PostgreSQL (tests.pgserver.PgServer), applies the schema with the real
+bin/init_db.sh into a template database, writes N spool files the way collect_once.py does
+(the 2-GPU dual_2080-v13 capture; raw_json null except every 120th sample, as RAW_EVERY_SEC=600
+at a 5 s interval keeps it) and times, each on a fresh copy of the database, R times:
+
+  floor     read + parse + validate every file (gpu_telemetry.spool.read_spool_file), then one
+            COPY of all the rows into an unlogged table: what any flush must at least do;
+  ours      gpu_telemetry.flush.flush_spool, as bin/flush_spool.py calls it (files recreated
+            before each repetition);
+  original  per file: one transaction, a single-row INSERT per GPU (every column, raw_json as
+            jsonb), COMMIT, unlink: the original scripts' approach.
+
+It prints the medians, the ratios and the machine. The server runs with the test suite's
+settings (fsync, full_page_writes and synchronous_commit off) unless --durable switches them on,
+which is what a real server does and what makes a COMMIT per file expensive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
+
+from gpu_telemetry.config import Config  # noqa: E402
+from gpu_telemetry.flush import flush_spool  # noqa: E402
+from gpu_telemetry.parser import element_to_json, parse_document  # noqa: E402
+from gpu_telemetry.sample import COLUMN_TYPES, new_sample  # noqa: E402
+from gpu_telemetry.spool import pending_files, read_spool_file, write_spool  # noqa: E402
+from gpu_telemetry.status import Status  # noqa: E402
+from gpu_telemetry.store import ROW_COLUMNS  # noqa: E402
+from tests.pgserver import PgServer  # noqa: E402
+
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "dual_2080-v13.xml"
+TEMPLATE = "flush_bench_template"
+INTERVAL_SEC = 5
+RAW_EVERY_SAMPLES = 120
+RAW_EVERY_SEC = INTERVAL_SEC * RAW_EVERY_SAMPLES
+BATCH_SAMPLES = 1000  # bin/flush_spool.py's default --batch
+
+
+def conninfo(server: PgServer, dbname: str) -> dict[str, str]:
+    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGDATABASE": "dbname",
+            "PGPASSWORD": "password"}
+    return {keys[k]: v for k, v in server.libpq_env(dbname).items()}
+
+
+def admin(server: PgServer) -> psycopg.Connection:
+    return psycopg.connect(**conninfo(server, "postgres"), autocommit=True)
+
+
+def make_template(server: PgServer) -> None:
+    with admin(server) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(server.libpq_env(TEMPLATE))
+    result = subprocess.run(["bash", str(REPO_ROOT / "bin" / "init_db.sh")], env=env,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"bin/init_db.sh failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+
+def fresh_database(server: PgServer, name: str) -> str:
+    with admin(server) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                     .format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}")
+                     .format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+    return name
+
+
+def write_master_spool(folder: Path, count: int) -> list[Path]:
+    """`count` spool files exactly as collect_once.py writes them (write_spool, fsync and all)."""
+    reading = parse_document(FIXTURE.read_bytes())
+    status = Status("bench", "gpu-burn fan=25%", "gpuburn-20260104-000000")
+    start = datetime(2026, 1, 4, tzinfo=UTC)
+    for i in range(count):
+        gpus = [{**row, "raw_json": element_to_json(reading.elements[row["gpu_uuid"]])
+                 if i % RAW_EVERY_SAMPLES == 0 else None} for row in reading.gpus]
+        sample = new_sample(start + timedelta(seconds=i * INTERVAL_SEC), "x1ai", status, gpus)
+        write_spool(folder, sample, "database unreachable: connection refused")
+    return pending_files(folder)
+
+
+def restock(master: list[Path], spool_dir: Path) -> None:
+    """The same files again in an empty spool (hard links: the flush unlinks only its copy)."""
+    shutil.rmtree(spool_dir, ignore_errors=True)
+    spool_dir.mkdir()
+    for path in master:
+        os.link(path, spool_dir / path.name)
+
+
+def run_floor(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float, int]:
+    with psycopg.connect(**conninfo(server, dbname)) as conn:
+        conn.execute("CREATE UNLOGGED TABLE flush_floor (LIKE telemetry.gpu_telemetry)")
+        conn.commit()
+        started = time.perf_counter()
+        samples = [read_spool_file(path) for path in pending_files(spool_dir)]
+        with conn.cursor() as cur, cur.copy(
+                f"COPY flush_floor ({', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
+            for sample in samples:
+                head = (sample["ts"], sample["host"], sample["status_tag"],
+                        sample["status_memo"], sample["run_id"])
+                for gpu in sample["gpus"]:
+                    raw = gpu["raw_json"]
+                    copy.write_row((*head, *(gpu[c] for c in COLUMN_TYPES),
+                                    Jsonb(raw) if raw is not None else None))
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        (rows,) = conn.execute("SELECT count(*) FROM flush_floor").fetchone()
+    return elapsed, rows
+
+
+def run_ours(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float, int]:
+    for key, value in server.libpq_env(dbname).items():
+        os.environ[key] = value
+    config = Config(sample_interval_sec=INTERVAL_SEC, nvidia_smi="nvidia-smi",
+                    nvidia_smi_timeout_sec=10, spool_dir=spool_dir,
+                    status_file=spool_dir.parent / "status.json", log_dir=spool_dir.parent,
+                    gpu_burn_dir=spool_dir.parent, raw_every_sec=RAW_EVERY_SEC,
+                    spool_max_mb=1024, retention_days=None, env_file=None)
+    started = time.perf_counter()
+    result = flush_spool(config, batch_samples=BATCH_SAMPLES)
+    elapsed = time.perf_counter() - started
+    if result.quarantined or pending_files(spool_dir):
+        sys.exit(f"ours left files behind: {result.summary()}")
+    return elapsed, result.rows_inserted
+
+
+_ORIGINAL_INSERT = (f"INSERT INTO telemetry.gpu_telemetry ({', '.join(ROW_COLUMNS)})"
+                    f" VALUES ({', '.join(['%s'] * len(ROW_COLUMNS))}) ON CONFLICT DO NOTHING")
+
+
+def run_original(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float, int]:
+    with psycopg.connect(**conninfo(server, dbname)) as conn:
+        started = time.perf_counter()
+        for path in pending_files(spool_dir):
+            obj = json.loads(path.read_text())
+            head = (obj["ts"], obj["host"], obj.get("status_tag"), obj.get("status_memo"),
+                    obj.get("run_id"))
+            with conn.cursor() as cur:
+                for gpu in obj["gpus"]:
+                    raw = gpu.get("raw_json")
+                    cur.execute(_ORIGINAL_INSERT,
+                                (*head, *(gpu.get(c) for c in COLUMN_TYPES),
+                                 Jsonb(raw) if raw is not None else None))
+            conn.commit()
+            path.unlink()
+        elapsed = time.perf_counter() - started
+        (rows,) = conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry").fetchone()
+    return elapsed, rows
+
+
+def machine(server: PgServer) -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with admin(server) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        settings = conn.execute(
+            "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings"
+            " WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')").fetchone()[0]
+    return (f"machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {model}; "
+            f"Python {platform.python_version()}, psycopg {psycopg.__version__}; "
+            f"PostgreSQL {version} ({settings})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=5000, metavar="N",
+                        help="spool files (samples of 2 GPUs each; default: 5000)")
+    parser.add_argument("--repeat", type=int, default=3, metavar="R",
+                        help="repetitions of each figure, the median is shown (default: 3)")
+    parser.add_argument("--durable", action="store_true",
+                        help="fsync, full_page_writes and synchronous_commit on, as in production")
+    args = parser.parse_args(argv)
+    if args.samples < 1 or args.repeat < 1:
+        parser.error("--samples and --repeat must be at least 1")
+
+    work = Path(tempfile.mkdtemp(prefix="flush-bench-"))
+    server = PgServer()
+    try:
+        server.start()
+        if args.durable:
+            with admin(server) as conn:
+                for name in ("fsync", "full_page_writes", "synchronous_commit"):
+                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = on").format(sql.Identifier(name)))
+                conn.execute("SELECT pg_reload_conf()")
+        make_template(server)
+        print(f"writing {args.samples} spool files ...", file=sys.stderr)
+        master = write_master_spool(work / "master", args.samples)
+        spool_dir = work / "spool"
+        figures: list[tuple[str, Callable]] = [
+            ("floor", run_floor), ("ours", run_ours), ("original", run_original)]
+        medians: dict[str, float] = {}
+        expected_rows = 2 * args.samples
+        for name, run in figures:
+            times = []
+            for repetition in range(args.repeat):
+                restock(master, spool_dir)
+                dbname = fresh_database(server, f"flush_bench_{name}_{repetition}")
+                elapsed, rows = run(server, dbname, spool_dir)
+                if rows != expected_rows:
+                    sys.exit(f"{name}: {rows} rows, expected {expected_rows}")
+                times.append(elapsed)
+                print(f"{name} #{repetition + 1}: {elapsed:.3f} s", file=sys.stderr)
+            medians[name] = statistics.median(times)
+
+        floor, original = medians["floor"], medians["original"]
+        print(f"\n{args.samples} samples x 2 GPUs = {expected_rows} rows, "
+              f"median of {args.repeat}, batch {BATCH_SAMPLES}\n")
+        print("| figure   | seconds | samples/s | vs floor | vs original |")
+        print("|----------|--------:|----------:|---------:|------------:|")
+        for name, seconds in medians.items():
+            print(f"| {name:<8} | {seconds:7.3f} | {args.samples / seconds:9.0f} "
+                  f"| {seconds / floor:7.2f}x | {seconds / original:10.2f}x |")
+        print(f"\n{machine(server)}")
+    finally:
+        server.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
