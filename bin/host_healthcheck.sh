@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# Host health check for a GPU telemetry host: the OS, the GPU and its driver, the kernel log,
+# the disks and sensors, and the collector's own health; ends with a verdict.
+#
+# Usage: bin/host_healthcheck.sh [--no-sudo] [--log FILE | --no-log] [--env PATH]
+#
+#   --no-sudo   never call sudo (sudo is only ever `sudo -n`, which never asks for a password)
+#   --log FILE  also write the report to FILE (default: LOG_DIR/healthcheck-<stamp>.log)
+#   --no-log    write the report to stdout only
+#   --env PATH  read configuration from PATH instead of <repo>/.env
+#   -h, --help  show this help
+#
+# Example: bin/host_healthcheck.sh --no-sudo --log /tmp/health.log
+#
+# Configuration: process environment > .env > defaults (NVIDIA_SMI, SPOOL_DIR, LOG_DIR and the
+# PG* connection, as for the collector). Every command runs under `timeout` (CHECK_TIMEOUT_SEC,
+# default 10); a missing one is noted, never fatal. DMESG, PSQL, SYSTEMCTL, SUDO name those
+# executables.
+#
+# Verdict, the last line: "verdict: FAIL" (exit 2) when nvidia-smi -L fails or lists no GPU,
+# or dmesg shows Xid 79 (GPU fallen off the bus) since boot; "verdict: WARN" (exit 1) when the
+# spool is not empty, the last stored sample of this host is older than 5 minutes or missing,
+# the database is unreachable, a unit is not active, a GPU is thermally throttled, or sensors
+# is missing; "verdict: OK" (exit 0) otherwise. Usage errors: exit 2 before any check.
+set -euo pipefail
+
+PROG=host_healthcheck.sh
+REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+readonly PROG REPO_ROOT
+readonly MAX_SAMPLE_AGE_SEC=300
+FAILS=()
+WARNS=()
+OKS=()
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+die() {
+  local status=$1
+  shift
+  echo "$PROG: $*" >&2
+  exit "$status"
+}
+
+# Export the KEY=VALUE lines of an env file whose keys the process environment does not set.
+# The file is parsed, never sourced: it is configuration, not code (as bin/init_db.sh).
+load_env_file() {
+  local file=$1 line key value
+  while IFS= read -r line || [[ -n $line ]]; do
+    line=${line%$'\r'}
+    line=${line#"${line%%[![:space:]]*}"}
+    [[ -z $line || $line == \#* ]] && continue
+    [[ $line =~ ^export[[:space:]]+(.*)$ ]] && line=${BASH_REMATCH[1]}
+    [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]] || continue
+    key=${BASH_REMATCH[1]}
+    value=${BASH_REMATCH[2]}
+    if [[ $value =~ ^\"(.*)\"[[:space:]]*(#.*)?$ || $value =~ ^\'(.*)\'[[:space:]]*(#.*)?$ ]]; then
+      value=${BASH_REMATCH[1]}
+    else
+      value=${value%%[[:space:]]#*}
+      value=${value%"${value##*[![:space:]]}"}
+    fi
+    [[ -n ${!key+set} ]] || export "$key=$value"
+  done <"$file"
+}
+
+# Relative paths in the configuration are taken from the repository root.
+from_repo() {
+  if [[ $1 == /* ]]; then printf '%s\n' "$1"; else printf '%s\n' "$REPO_ROOT/$1"; fi
+}
+
+section() { printf '\n===== %s =====\n' "$*"; }
+
+# nvidia-smi stuck in the driver may ignore SIGTERM; SIGKILL follows 5 s later.
+limited() { timeout -k 5 "$CHECK_TIMEOUT_SEC" "$@"; }
+
+# Run a command under the timeout, its stderr with its output; absence and failure are noted.
+run() {
+  echo "\$ $*"
+  run_quietly "$@"
+}
+
+run_quietly() {
+  local status=0
+  command -v "$1" >/dev/null 2>&1 || { echo "($1: not installed)"; return 127; }
+  limited "$@" 2>&1 || status=$?
+  ((status == 0)) || echo "(exit $status$( ((status != 124 && status != 137)) || echo ', timed out'))"
+  return "$status"
+}
+
+# Like run, keeping only the output lines that match the pattern.
+run_grep() {
+  local pattern=$1
+  shift
+  echo "\$ $* | grep -E '$pattern'"
+  run_quietly "$@" | { grep -E "$pattern|^\(.*\)$" || echo "(nothing matching)"; }
+}
+
+# Root-only commands, through `sudo -n` (never a password prompt); none with --no-sudo.
+run_sudo() {
+  if ((NO_SUDO)); then
+    echo "\$ sudo -n $* (skipped: --no-sudo)"
+  elif command -v "$SUDO" >/dev/null 2>&1; then
+    run "$SUDO" -n "$@"
+  elif ((EUID == 0)); then
+    run "$@"
+  else
+    echo "\$ sudo -n $* (skipped: no sudo)"
+  fi
+}
+
+check_host() {
+  section "Host: ${HOSTNAME%%.*}"
+  grep -h '^PRETTY_NAME=' /etc/os-release 2>/dev/null
+  run uname -a
+  run uptime
+  run_grep '^(Model name|CPU\(s\)|Thread|Core|Socket)' lscpu
+  run free -h
+  run df -h -x tmpfs -x devtmpfs -x overlay -x squashfs
+}
+
+check_gpu() {
+  local list status=0 count
+  section "NVIDIA GPU ($NVIDIA_SMI)"
+  run "$NVIDIA_SMI"
+  echo "\$ $NVIDIA_SMI -L"
+  list=$(limited "$NVIDIA_SMI" -L 2>&1) || status=$?
+  printf '%s\n' "$list"
+  count=$(grep -c '^GPU [0-9]' <<<"$list" || true)
+  if ((status == 124 || status == 137)); then
+    FAILS+=("nvidia-smi -L timed out after $CHECK_TIMEOUT_SEC s (exit $status)")
+  elif ((status != 0)); then
+    FAILS+=("nvidia-smi -L failed (exit $status): $(head -n 1 <<<"$list")")
+  elif ((count == 0)); then
+    FAILS+=("nvidia-smi -L lists no GPU")
+  else
+    OKS+=("nvidia-smi sees $count GPU(s)")
+  fi
+  run "$NVIDIA_SMI" --format=csv \
+    --query-gpu=name,uuid,pci.bus_id,temperature.gpu,power.draw,power.limit,clocks.sm,pstate,fan.speed \
+    || echo "(query not available)"
+  run "$NVIDIA_SMI" topo -m || echo "(topology not available)"
+  # hw/sw thermal slowdown: the element is clocks_throttle_reason_* before v12, clocks_event_* after.
+  if ((status == 0)) && limited "$NVIDIA_SMI" -q -x 2>/dev/null \
+    | grep -Eq '<clocks_(event|throttle)_reason_(hw|sw)_thermal_slowdown>Active<'; then
+    WARNS+=("thermal slowdown active (nvidia-smi -q -x, clocks event reasons)")
+  fi
+}
+
+check_driver() {
+  section "Driver"
+  echo "\$ grep -E '^(nvidia|nouveau)' /proc/modules"
+  grep -E '^(nvidia|nouveau)' /proc/modules 2>/dev/null | cut -d' ' -f1-3 || echo "(none loaded)"
+  echo "\$ ls -l /dev/nvidia*"
+  ls -l /dev/nvidia* 2>&1
+  cat /proc/driver/nvidia/version 2>/dev/null || echo "(no /proc/driver/nvidia/version)"
+  run_grep '^(filename|version|vermagic|signer):' modinfo nvidia
+  run_grep 'libcuda\.so|libnvidia-ml\.so' ldconfig -p
+  run mokutil --sb-state
+}
+
+check_kernel_log() {
+  local log
+  section "Kernel log: NVRM, Xid, PCIe AER"
+  echo "\$ $DMESG | grep -E 'NVRM|Xid|AER|pcieport' | tail -n 50"
+  if ! log=$(limited "$DMESG" 2>/dev/null); then
+    if ((NO_SUDO)) || ! log=$(limited "$SUDO" -n "$DMESG" 2>/dev/null); then
+      echo "(kernel log not readable without root$( ((!NO_SUDO)) || echo '; --no-sudo'))"
+      return 0
+    fi
+  fi
+  grep -E 'NVRM|Xid|AER|pcieport' <<<"$log" | tail -n 50 | grep . || echo "(none)"
+  # "NVRM: Xid (PCI:0000:01:00): 79, ... GPU has fallen off the bus": the P40 on its dock.
+  if grep -Eq 'Xid \([^)]*\): 79\b' <<<"$log"; then
+    FAILS+=("Xid 79 in the kernel log since boot: the GPU fell off the bus (reboot to recover)")
+  fi
+}
+
+check_hardware() {
+  local device
+  section "Sensors and disks"
+  run sensors || [[ $? != 127 ]] || WARNS+=("sensors not installed (apt-get install lm-sensors)")
+  run_sudo nvme list
+  for device in /dev/nvme[0-9]; do
+    [[ ! -e $device ]] || run_sudo nvme smart-log "$device"
+  done
+  for device in /dev/sd[a-z] /dev/nvme[0-9]n1; do
+    [[ ! -e $device ]] || run_sudo smartctl -H "$device"
+  done
+  section "ollama"
+  run ollama --version && run ollama ps
+}
+
+check_collector() {
+  local unit state waiting bad age host=${HOSTNAME%%.*}
+  section "Collector"
+  for unit in gpu-telemetry.service gpu-telemetry-flush.timer; do
+    state=$(limited "$SYSTEMCTL" --user is-active "$unit" 2>/dev/null)
+    echo "$unit: ${state:-unknown (no systemctl --user)}"
+    [[ $state == active ]] || WARNS+=("$unit is ${state:-unknown}, not active")
+  done
+  waiting=$(find "$SPOOL_DIR" -maxdepth 1 -type f -name '*.json' 2>/dev/null | wc -l)
+  bad=$(find "$SPOOL_DIR/bad" -maxdepth 1 -type f -name '*.json' 2>/dev/null | wc -l)
+  echo "spool depth: $waiting waiting, $bad quarantined in bad/ ($SPOOL_DIR)"
+  ((waiting == 0)) || WARNS+=("spool depth $waiting: samples waiting in $SPOOL_DIR")
+  ((bad == 0)) || WARNS+=("spool depth $bad quarantined in $SPOOL_DIR/bad (see the .reason files)")
+  command -v "$PSQL" >/dev/null 2>&1 || { WARNS+=("psql not found: last sample age unknown"); return; }
+  if ! age=$(limited "$PSQL" -X -At -v ON_ERROR_STOP=1 -v host="$host" 2>&1 <<'SQL'
+SELECT coalesce(round(extract(epoch FROM now() - max(ts)))::bigint::text, 'none')
+FROM telemetry.gpu_telemetry WHERE host = :'host';
+SQL
+  ); then
+    age=$(tr -s '\n\t' '  ' <<<"$age")
+    WARNS+=("database unreachable: ${age% }")
+  elif [[ $age == none ]]; then
+    WARNS+=("no sample stored for host $host")
+  elif ((age > MAX_SAMPLE_AGE_SEC)); then
+    WARNS+=("last sample of $host stored $age s ago (more than $MAX_SAMPLE_AGE_SEC s)")
+  else
+    echo "last sample of $host: $age s ago"
+    OKS+=("last sample of $host stored $age s ago")
+  fi
+}
+
+# Prints the verdict lines; returns 0 OK, 1 WARN, 2 FAIL.
+verdict() {
+  local line
+  section "Verdict"
+  for line in "${OKS[@]}"; do echo "OK: $line"; done
+  for line in "${WARNS[@]}"; do echo "WARN: $line"; done
+  for line in "${FAILS[@]}"; do echo "FAIL: $line"; done
+  if ((${#FAILS[@]})); then echo "verdict: FAIL"; return 2; fi
+  if ((${#WARNS[@]})); then echo "verdict: WARN"; return 1; fi
+  echo "verdict: OK"
+}
+
+# A check that trips over something unexpected must not cost the others (errexit is off inside
+# a function called from a || list).
+report() {
+  local check
+  echo "gpu-telemetry host health check, $(date -Is)"
+  for check in check_host check_gpu check_driver check_kernel_log check_hardware check_collector; do
+    "$check" || true
+  done
+  verdict
+}
+
+main() {
+  local env_file="" log_file="" no_log=0
+  NO_SUDO=0
+  while (($#)); do
+    case $1 in
+      -h | --help)
+        usage
+        return 0
+        ;;
+      --no-sudo) NO_SUDO=1 ;;
+      --no-log) no_log=1 ;;
+      --log | --env)
+        (($# >= 2)) || die 2 "$1 needs a value (see --help)"
+        if [[ $1 == --log ]]; then log_file=$2; else env_file=$2; fi
+        shift
+        ;;
+      *) die 2 "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+  done
+  if [[ -n $env_file ]]; then
+    [[ -f $env_file && -r $env_file ]] || die 78 "env file not found or unreadable: $env_file"
+    load_env_file "$env_file"
+  elif [[ -f $REPO_ROOT/.env ]]; then
+    load_env_file "$REPO_ROOT/.env"
+  fi
+  NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
+  [[ $NVIDIA_SMI != */* ]] || NVIDIA_SMI=$(from_repo "$NVIDIA_SMI")
+  SPOOL_DIR=$(from_repo "${SPOOL_DIR:-spool}")
+  CHECK_TIMEOUT_SEC=${CHECK_TIMEOUT_SEC:-10}
+  DMESG=${DMESG:-dmesg} PSQL=${PSQL:-psql} SYSTEMCTL=${SYSTEMCTL:-systemctl} SUDO=${SUDO:-sudo}
+  export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-5}
+
+  if ((no_log)); then
+    report || return $?
+    return 0
+  fi
+  if [[ -z $log_file ]]; then
+    log_file=$(from_repo "${LOG_DIR:-logs}")/healthcheck-$(date +%Y%m%d-%H%M%S).log
+    mkdir -p "${log_file%/*}" 2>/dev/null || true
+  fi
+  : >>"$log_file" || die 1 "cannot write the log $log_file (use --no-log)"
+  echo "log: $log_file"
+  # With pipefail the pipeline's status is the report's (tee succeeds).
+  report 2>&1 | tee -a "$log_file" || return $?
+}
+
+main "$@"

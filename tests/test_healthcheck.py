@@ -1,0 +1,208 @@
+"""bin/host_healthcheck.sh: the verdict from the GPU, the kernel log, the spool, the units and
+the age of the last stored sample, on a real PostgreSQL with stand-ins for the host tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Database
+from tests.helpers import FIXTURES, REPO_ROOT, base_env
+
+SCRIPT = REPO_ROOT / "bin" / "host_healthcheck.sh"
+HOST = socket.gethostname().split(".")[0]
+XID_79 = ("[ 8141.120334] NVRM: Xid (PCI:0000:01:00): 79, pid=1234, name=python3, "
+          "GPU has fallen off the bus.")
+
+
+def write_tool(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> Path:
+    """Stand-ins first on PATH: sudo records its calls and refuses (no password), systemctl
+    says the units are inactive, dmesg prints an ordinary kernel log, sensors reads fine."""
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    write_tool(folder, "sudo", f'echo "$*" >>"{tmp_path}/sudo.calls"\n'
+                               'echo "sudo: a password is required" >&2; exit 1')
+    write_tool(folder, "systemctl", 'echo "${SYSTEMCTL_STATE:-inactive}"\n'
+                                    '[[ ${SYSTEMCTL_STATE:-} == active ]] || exit 3')
+    write_tool(folder, "dmesg", 'cat "$DMESG_TEXT"')
+    write_tool(folder, "sensors", 'echo "coretemp-isa-0000"; echo "Package id 0:  +45.0 C"')
+    (tmp_path / "dmesg.txt").write_text("[    1.0] pcieport 0000:00:1c.0: AER: enabled\n")
+    return folder
+
+
+def healthcheck(tmp_path: Path, tools: Path, *args: str, pg_env: dict | None = None,
+                default_log: bool = False, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = base_env(tmp_path, pg_env, **extra)
+    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    env.setdefault("DMESG_TEXT", str(tmp_path / "dmesg.txt"))
+    for key in ("DMESG", "PSQL", "SYSTEMCTL", "SUDO"):
+        env.pop(key, None)
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.touch()
+    if not default_log and "--log" not in args:
+        args = (*args, "--no-log")
+    return subprocess.run(["bash", str(SCRIPT), "--env", str(empty_env_file), *args], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+
+def verdict_lines(result: subprocess.CompletedProcess[str], kind: str) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith(f"{kind}: ")]
+
+
+def store_sample(db: Database, age: str = "0 seconds") -> None:
+    with db.connect() as conn:
+        conn.execute("INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid)"
+                     " VALUES (now() - %s::interval, %s, 'GPU-test')", (age, HOST))
+
+
+def test_healthy_host_is_ok(tmp_path, tools, db):
+    store_sample(db)
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "verdict: OK"
+    assert not verdict_lines(result, "WARN") and not verdict_lines(result, "FAIL")
+    assert any("sees 2 GPU(s)" in line for line in verdict_lines(result, "OK"))
+    assert any("last sample" in line for line in verdict_lines(result, "OK"))
+    for section in ("Host", "NVIDIA GPU", "Driver", "Kernel log", "Sensors", "ollama",
+                    "Collector"):
+        assert f"===== {section}" in result.stdout
+
+
+def test_units_not_running_is_a_warning(tmp_path, tools, db):
+    store_sample(db)
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "verdict: WARN"
+    assert not verdict_lines(result, "FAIL")
+    warnings = "\n".join(verdict_lines(result, "WARN"))
+    assert "gpu-telemetry.service is inactive" in warnings
+    assert "gpu-telemetry-flush.timer is inactive" in warnings
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("gpu_lost", "GPU is lost"),
+    ("no_devices", "No devices were found"),
+    ("no_driver", "couldn't communicate with the NVIDIA driver"),
+])
+def test_gpu_not_visible_fails(tmp_path, tools, db, mode, message):
+    store_sample(db)
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, mode=mode,
+                         SYSTEMCTL_STATE="active")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "verdict: FAIL"
+    assert any(message in line for line in verdict_lines(result, "FAIL"))
+
+
+def test_xid_79_in_the_kernel_log_fails(tmp_path, tools, db):
+    store_sample(db)
+    (tmp_path / "dmesg.txt").write_text(XID_79 + "\n")
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert any("Xid 79" in line for line in verdict_lines(result, "FAIL"))
+    assert XID_79 in result.stdout
+
+
+def test_spooled_samples_are_a_warning(tmp_path, tools, db):
+    store_sample(db)
+    (tmp_path / "spool" / "bad").mkdir(parents=True)
+    for name in ("a.json", "b.json", "bad/c.json"):
+        (tmp_path / "spool" / name).write_text("{}")
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert result.returncode == 1, result.stdout + result.stderr
+    warnings = verdict_lines(result, "WARN")
+    assert any("spool depth 2" in line for line in warnings)
+    assert any("spool depth 1 quarantined" in line for line in warnings)
+
+
+def test_stale_or_missing_sample_is_a_warning(tmp_path, tools, db):
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert result.returncode == 1
+    warnings = verdict_lines(result, "WARN")
+    assert any(f"no sample stored for host {HOST}" in line for line in warnings)
+    store_sample(db, "10 minutes")
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert result.returncode == 1
+    assert any("more than 300 s" in line for line in verdict_lines(result, "WARN"))
+
+
+def test_dead_database_is_a_warning(tmp_path, tools):
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=None, SYSTEMCTL_STATE="active")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert not verdict_lines(result, "FAIL")
+    assert any("database unreachable" in line for line in verdict_lines(result, "WARN"))
+
+
+def test_thermal_slowdown_is_a_warning(tmp_path, tools, db):
+    store_sample(db)
+    fixture = (FIXTURES / "rtx-3080-v13.xml").read_text()
+    hot = fixture.replace("<clocks_event_reason_sw_thermal_slowdown>Not Active<",
+                          "<clocks_event_reason_sw_thermal_slowdown>Active<")
+    assert hot != fixture
+    (tmp_path / "hot.xml").write_text(hot)
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active",
+                         NVSMI_STANDIN_FIXTURE=str(tmp_path / "hot.xml"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert any("thermal slowdown" in line for line in verdict_lines(result, "WARN"))
+
+
+def test_no_sudo_never_runs_sudo(tmp_path, tools):
+    calls = tmp_path / "sudo.calls"
+    write_tool(tools, "dmesg",
+               'echo "dmesg: read kernel buffer failed: Operation not permitted" >&2; exit 1')
+    result = healthcheck(tmp_path, tools, "--no-sudo")
+    assert result.returncode in (1, 2), result.stdout + result.stderr
+    assert not calls.exists()
+    assert "skipped: --no-sudo" in result.stdout
+
+    result = healthcheck(tmp_path, tools)
+    recorded = calls.read_text().splitlines()
+    assert recorded and all(line.startswith("-n ") for line in recorded)
+    assert "-n dmesg" in recorded and "-n nvme list" in recorded
+
+
+def test_log_file_holds_the_report(tmp_path, tools):
+    log = tmp_path / "health.log"
+    result = healthcheck(tmp_path, tools, "--no-sudo", "--log", str(log))
+    assert result.returncode == 1
+    text = log.read_text()
+    assert "===== Collector" in text and text.splitlines()[-1] == "verdict: WARN"
+    assert text in result.stdout
+
+
+def test_log_goes_to_log_dir_by_default(tmp_path, tools):
+    result = healthcheck(tmp_path, tools, "--no-sudo", default_log=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    logs = sorted((tmp_path / "logs").glob("healthcheck-*.log"))
+    assert len(logs) == 1 and logs[0].read_text().splitlines()[-1] == "verdict: WARN"
+
+
+def test_help_and_usage_errors(tmp_path, tools):
+    result = healthcheck(tmp_path, tools, "--help")
+    assert result.returncode == 0 and "Usage: bin/host_healthcheck.sh" in result.stdout
+    result = healthcheck(tmp_path, tools, "--bogus")
+    assert result.returncode == 2 and "unknown argument: --bogus" in result.stderr
+    result = healthcheck(tmp_path, tools, "--log")
+    assert result.returncode == 2 and "--log needs a value" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="coreutils timeout missing")
+def test_hung_nvidia_smi_is_cut_short(tmp_path, tools, db):
+    store_sample(db)
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, mode="hang",
+                         CHECK_TIMEOUT_SEC="0.5", NVSMI_STANDIN_HANG_SEC="30")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert any("nvidia-smi -L timed out" in line for line in verdict_lines(result, "FAIL"))
