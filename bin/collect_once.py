@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpu_telemetry.cli import add_common_options, run  # noqa: E402
+from gpu_telemetry.cli import OneLineParser, add_common_options, run  # noqa: E402
 
 EXAMPLES = """\
 examples:
@@ -26,7 +26,7 @@ examples:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="collect_once.py",
         description="Read nvidia-smi once and store every GPU's reading in PostgreSQL.",
         epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpu_telemetry.cli import add_common_options, run  # noqa: E402
+from gpu_telemetry.cli import OneLineParser, add_common_options, run  # noqa: E402
 
 EXAMPLES = """\
 examples:
@@ -24,7 +24,7 @@ examples:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="flush_spool.py",
         description=__doc__.split("\n\n", 1)[0],
         epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],

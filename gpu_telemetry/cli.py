@@ -9,7 +9,14 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from gpu_telemetry.errors import EXIT_SOFTWARE, TelemetryError
+from gpu_telemetry.errors import EXIT_SOFTWARE, EXIT_USAGE, TelemetryError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit 2 (argparse would print the usage too)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

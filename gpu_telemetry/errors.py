@@ -43,3 +43,14 @@ class DatabaseUnavailable(TelemetryError):
     """The database could not take the data; the caller keeps it on disk."""
 
     exit_code = EXIT_SPOOLED
+
+
+class StatusError(TelemetryError):
+    """status.json cannot be written as asked: a tag, memo or run id it refuses (usage, exit 2)
+    or a folder it cannot write to (exit 74)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        self.exit_code = exit_code
+        super().__init__(message)

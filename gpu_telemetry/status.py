@@ -2,16 +2,33 @@
 
 A missing, huge or malformed file must never cost a sample: the sample is taken with null
 status and one warning line says why.
+
+Writing replaces the file atomically (a temporary file in the same folder, fsync, rename), so
+the collector, reading it every few seconds, sees the old status or the new one, never half
+of either. `python -m gpu_telemetry.status` is the body of bin/set_status.sh.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import os
+import re
+import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+from gpu_telemetry.cli import OneLineParser, add_common_options, run
+from gpu_telemetry.errors import EXIT_IO, StatusError
 
 MAX_STATUS_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 1000
+VALID_TAGS = ("idle", "prod", "bench")
+# Run ids end up in file names, SQL filters and plot titles: one word, no quoting needed.
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,99}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -55,3 +72,126 @@ def read_status(path: Path) -> tuple[Status, str | None]:
     except (ValueError, RecursionError) as exc:
         return Status(), f"status file {path} is malformed ({exc}); status is null"
     return status, None
+
+
+def check_tag(tag: str) -> str:
+    if tag not in VALID_TAGS:
+        raise StatusError(f"unknown tag {tag!r}: use one of {', '.join(VALID_TAGS)}")
+    return tag
+
+
+def check_memo(memo: str) -> str:
+    """A memo is one line of at most MAX_TEXT_CHARS (what read_status keeps)."""
+    if _CONTROL_RE.search(memo):
+        raise StatusError(f"memo {memo!r} must be one line without control characters")
+    if len(memo) > MAX_TEXT_CHARS:
+        raise StatusError(f"memo is {len(memo)} characters; at most {MAX_TEXT_CHARS} are kept")
+    return memo
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise StatusError(f"run id {run_id!r} must be 1-100 letters, digits or ._:@+- "
+                          "(starting with a letter or digit)")
+    return run_id
+
+
+def _new_file_mode(path: Path) -> int:
+    """The replaced file's permissions, or what a plain open() would give a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def write_status(path: Path, tag: str, memo: str | None = None, run_id: str | None = None,
+                 keep_run_id: bool = True) -> dict:
+    """Replace status.json atomically with {"tag", "memo", "run_id", "since"}; return it.
+
+    memo None or empty: the tag. run_id given: that one; else the file's current run id when
+    keep_run_id (a memo changed in the middle of a run stays in the run), else null.
+    """
+    check_tag(tag)
+    memo = check_memo(memo) if memo else tag
+    if run_id is not None:
+        check_run_id(run_id)
+    elif keep_run_id:
+        run_id = read_status(path)[0].run_id
+    document = {"tag": tag, "memo": memo, "run_id": run_id,
+                "since": datetime.now(UTC).isoformat(timespec="seconds")}
+    data = (json.dumps(document, ensure_ascii=False) + "\n").encode("utf-8")
+    folder = path.parent
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise StatusError(f"cannot write status file {path}: {exc.strerror or exc}",
+                          exit_code=EXIT_IO) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), _new_file_mode(path))
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException as exc:  # also a signal in the middle: no temporary file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        if isinstance(exc, OSError):
+            raise StatusError(f"cannot write status file {path}: {exc.strerror or exc}",
+                              exit_code=EXIT_IO) from None
+        raise
+    # The rename itself survives a power cut only once the folder is synced.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return document
+
+
+
+EXAMPLES = """\
+examples:
+  bin/set_status.sh idle "baseline"
+  bin/set_status.sh prod "inference (Open-WebUI/ollama)"
+  bin/set_status.sh bench "gpu-burn fan=25%" --run-id manual-20260104
+  bin/set_status.sh idle --clear-run-id
+
+The file is STATUS_FILE (default <repo>/status.json); it is replaced atomically.
+Exit status: 0 written; 2 usage or a refused tag, memo or run id; 74 the file cannot be
+written; 78 configuration error.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(
+        prog="set_status.sh",
+        description="Set the status every sample carries: tag, memo, run id (status.json).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tag", metavar="TAG", help=f"one of {', '.join(VALID_TAGS)}")
+    parser.add_argument("memo", metavar="MEMO", nargs="?",
+                        help="free text, one line (default: the tag)")
+    run_ids = parser.add_mutually_exclusive_group()
+    run_ids.add_argument("--run-id", metavar="ID",
+                         help="set this run id (default: keep the file's current one)")
+    run_ids.add_argument("--clear-run-id", action="store_true", help="set the run id to null")
+    add_common_options(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from gpu_telemetry.config import load_config
+
+        config = load_config(args.env)
+        document = write_status(config.status_file, args.tag, args.memo, run_id=args.run_id,
+                                keep_run_id=not args.clear_run_id)
+        print(json.dumps(document, ensure_ascii=False))
+        return 0
+
+    return run(body, debug=args.debug, program="set_status.sh")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,7 @@ BIN = Path(sys.executable).parent
 
 
 def shell_scripts() -> list[str]:
-    scripts = [REPO_ROOT / ".ci" / "run", REPO_ROOT / "tests" / "stand_ins" / "nvidia-smi"]
+    scripts = [REPO_ROOT / ".ci" / "run", *sorted((REPO_ROOT / "tests" / "stand_ins").iterdir())]
     scripts += sorted((REPO_ROOT / "bin").glob("*.sh"))
     return [str(path) for path in scripts if path.exists()]
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Set the status every sample carries (tag, memo, run id) by replacing status.json atomically.
+#
+# Usage: bin/set_status.sh [options] TAG [MEMO]
+#
+#   TAG                 idle | prod | bench (anything else is refused, exit 2)
+#   MEMO                free text, one line (default: the tag)
+#   --run-id ID         set this run id (default: keep the run id the file already has)
+#   --clear-run-id      set the run id to null
+#   --env PATH          read configuration from PATH instead of <repo>/.env
+#   --debug             show a traceback on unexpected errors
+#   -h, --help          show this help
+#
+# Examples: bin/set_status.sh idle "baseline"
+#           bin/set_status.sh prod "inference (Open-WebUI/ollama)"
+#           STATUS_FILE=/run/user/1000/status.json bin/set_status.sh bench "gpu-burn fan=25%"
+#
+# Writes {"tag", "memo", "run_id", "since"} (since: now, UTC) to STATUS_FILE (default
+# <repo>/status.json) through a temporary file in the same folder and a rename, so the
+# collector never reads half a file. Prints the document written.
+#
+# Exit status: 0 written; 2 usage or a refused tag, memo or run id; 74 the file cannot be
+# written; 78 configuration error.
+set -euo pipefail
+
+PROG=set_status.sh
+REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+readonly PROG REPO_ROOT
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+usage_error() {
+  echo "$PROG: $* (see --help)" >&2
+  exit 2
+}
+
+# The project's interpreter: its virtual environment when there is one, else through uv.
+run_python() {
+  export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
+    exec "$REPO_ROOT/.venv/bin/python" -P "$@"
+  fi
+  exec "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P "$@"
+}
+
+main() {
+  local -a options=() positional=()
+  while (($#)); do
+    case $1 in
+      -h | --help)
+        usage
+        exit 0
+        ;;
+      --run-id | --env)
+        (($# >= 2)) || usage_error "$1 needs a value"
+        options+=("$1" "$2")
+        shift
+        ;;
+      --run-id=* | --env=* | --clear-run-id | --debug) options+=("$1") ;;
+      --)
+        shift
+        positional+=("$@")
+        break
+        ;;
+      -?*) usage_error "unknown option $1" ;;
+      *) positional+=("$1") ;;
+    esac
+    shift
+  done
+  ((${#positional[@]} >= 1)) || usage_error "a TAG is needed (idle, prod or bench)"
+  ((${#positional[@]} <= 2)) || usage_error "too many arguments: TAG [MEMO] (quote a memo with spaces)"
+  run_python -m gpu_telemetry.status "${options[@]}" -- "${positional[@]}"
+}
+
+main "$@"
