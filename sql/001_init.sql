@@ -120,7 +120,8 @@ COMMENT ON COLUMN telemetry.collector_events.ts IS 'when it happened (collector 
 COMMENT ON COLUMN telemetry.collector_events.host IS 'host name of the collector';
 COMMENT ON COLUMN telemetry.collector_events.gpu_uuid IS 'the GPU concerned, when there is one';
 COMMENT ON COLUMN telemetry.collector_events.kind IS
-    'source_failed, gpu_unreadable, gpu_missing, gpu_back, outage_start, outage_end, spool_dropped';
+    'source_failed, source_recovered, gpu_unreadable, gpu_missing, gpu_back, outage_start, '
+    'outage_end, spool_flushed, spool_dropped';
 COMMENT ON COLUMN telemetry.collector_events.detail IS 'one line, e.g. nvidia-smi''s own message';
 COMMENT ON COLUMN telemetry.collector_events.data IS 'structured detail: failure class, exit code, counts';
 COMMENT ON COLUMN telemetry.gpu_telemetry.ts IS 'sample time (collector clock, UTC)';
