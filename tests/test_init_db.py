@@ -21,6 +21,8 @@ from tests.pgserver import PgServer, free_port
 SAMPLE_COLUMNS = {"ts", "host", "status_tag", "status_memo", "run_id", "raw_json"}
 _numbers = itertools.count(1)
 
+MIGRATIONS = sorted(path.name for path in (REPO_ROOT / "sql").glob("*.sql"))
+
 
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
@@ -89,7 +91,7 @@ def test_applies_cleanly_on_an_empty_database(repo_copy: Path, empty_db: Databas
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert "applied 001_init.sql" in result.stdout.splitlines()
-    assert [name for name, _ in _migrations(empty_db)] == ["001_init.sql"]
+    assert [name for name, _ in _migrations(empty_db)] == MIGRATIONS
 
 
 def test_second_run_changes_nothing(repo_copy: Path, empty_db: Database) -> None:
@@ -99,7 +101,7 @@ def test_second_run_changes_nothing(repo_copy: Path, empty_db: Database) -> None
     result = run_init(repo_copy, empty_db.env)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["skipped 001_init.sql (already applied)"]
+    assert result.stdout.splitlines() == [f"skipped {name} (already applied)" for name in MIGRATIONS]
     assert _migrations(empty_db) == before
 
 
@@ -112,7 +114,7 @@ def test_works_from_any_directory_without_env_file(repo_copy: Path, empty_db: Da
     result = run_init(repo_copy, empty_db.env, cwd=elsewhere)
 
     assert result.returncode == 0, result.stderr
-    assert [name for name, _ in _migrations(empty_db)] == ["001_init.sql"]
+    assert [name for name, _ in _migrations(empty_db)] == MIGRATIONS
 
 
 def test_process_environment_wins_over_env_file(repo_copy: Path, empty_db: Database,
@@ -130,7 +132,7 @@ def test_process_environment_wins_over_env_file(repo_copy: Path, empty_db: Datab
     result = run_init(repo_copy, env, "--env", str(env_file))
 
     assert result.returncode == 0, result.stderr
-    assert [name for name, _ in _migrations(empty_db)] == ["001_init.sql"]
+    assert [name for name, _ in _migrations(empty_db)] == MIGRATIONS
 
 
 def test_repo_env_file_is_read_by_default(repo_copy: Path, empty_db: Database) -> None:
@@ -140,7 +142,7 @@ def test_repo_env_file_is_read_by_default(repo_copy: Path, empty_db: Database) -
     result = run_init(repo_copy, env)
 
     assert result.returncode == 0, result.stderr
-    assert [name for name, _ in _migrations(empty_db)] == ["001_init.sql"]
+    assert [name for name, _ in _migrations(empty_db)] == MIGRATIONS
 
 
 def test_missing_env_file_is_one_line_error(repo_copy: Path, db: Database) -> None:
@@ -317,4 +319,4 @@ def test_failing_migration_is_rolled_back(repo_copy: Path, db: Database) -> None
     assert "002_broken.sql" in result.stderr
     with db.connect() as conn:
         assert conn.execute("SELECT to_regclass('telemetry.half_done')").fetchone() == (None,)
-    assert [name for name, _ in _migrations(db)] == ["001_init.sql"]
+    assert [name for name, _ in _migrations(db)] == MIGRATIONS
