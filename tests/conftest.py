@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -73,9 +74,11 @@ def template_db(pg_server: PgServer) -> str:
     return TEMPLATE_DB
 
 
-@pytest.fixture
-def db(pg_server: PgServer, template_db: str) -> Iterator[Database]:
-    name = f"test_{os.getpid()}_{next(_db_numbers)}"
+@contextlib.contextmanager
+def database_copy(pg_server: PgServer, template_db: str, prefix: str = "test"
+                  ) -> Iterator[Database]:
+    """A fresh database with the schema, dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{next(_db_numbers)}"
     with _admin_connect(pg_server) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}")
                      .format(sql.Identifier(name), sql.Identifier(template_db)))
@@ -88,3 +91,9 @@ def db(pg_server: PgServer, template_db: str) -> Iterator[Database]:
         with _admin_connect(pg_server) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
                          .format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db(pg_server: PgServer, template_db: str) -> Iterator[Database]:
+    with database_copy(pg_server, template_db) as database:
+        yield database
