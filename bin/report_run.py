@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The thermal report of one run: per GPU the idle temperature before the bench, peak, steady
+state, time to 90 % of the rise, heating and cooling time constants (first-order fits), the
+share of the bench under each throttle reason, SM clock drop, mean power and degrees per watt.
+
+Writes Markdown and a PNG beside it (default docs/reports/<run id or range>.md) and prints the
+paths; with --json prints the figures as JSON instead (files only when --out is given).
+
+Exit status: 0 done; 1 no rows for that run or range; 2 usage; 75 database unreachable;
+78 configuration error.
+"""
+
+import argparse
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpu_telemetry.cli import OneLineParser, add_common_options, run  # noqa: E402
+
+PROG = "report_run.py"
+EXAMPLES = """\
+examples:
+  uv run ./bin/report_run.py --run-id gpuburn-20260104-000000
+                                  report of one gpu-burn run (bin/run_gpuburn.sh)
+  uv run ./bin/report_run.py --run-id gpuburn-20260104-000000 --json
+                                  the figures as JSON: {"run_id": ..., "gpus": [...]}
+  uv run ./bin/report_run.py --start 2026-01-04T10:00 --end 2026-01-04T11:30 --host x1ai
+                                  a run without a run id, by time range (times in --tz)
+  uv run ./bin/report_run.py --compare gpuburn-20260104-000000 gpuburn-20260105-000000
+                                  two runs side by side (fan 100 % vs 25 %)
+  uv run ./bin/report_run.py --run-id gpuburn-20260104-000000 --gpu 01:00.0 --out /tmp/p40.md
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Thermal report of one run: heating and cooling time constants, steady "
+                    "state, throttling, clocks and power, per GPU.",
+        epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run-id", metavar="RUN",
+                        help="the run's id, e.g. gpuburn-20260104-000000")
+    parser.add_argument("--start", metavar="TIME",
+                        help="instead of --run-id: start of the range, ISO 8601 (bench = rows "
+                             "tagged bench in the range)")
+    parser.add_argument("--end", metavar="TIME", help="with --start: end of the range "
+                                                      "(default: now)")
+    parser.add_argument("--compare", nargs=2, metavar="RUN",
+                        help="two runs side by side (one table, one plot)")
+    parser.add_argument("--host", help="only this host's rows")
+    parser.add_argument("--gpu", metavar="GPU",
+                        help="only this GPU: UUID (or prefix), index, or PCI bus id")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as JSON; write files only with --out")
+    parser.add_argument("--out", metavar="PATH", type=Path,
+                        help="the Markdown file (the PNG goes beside it, .png); default "
+                             "docs/reports/<run id or range>.md")
+    parser.add_argument("--tz", metavar="ZONE",
+                        help="time zone of the times shown and of --start/--end without an "
+                             "offset: an IANA name, or jst / utc (default: this machine's)")
+    add_common_options(parser)
+    args = parser.parse_args(argv)
+
+    chosen = [name for name, value in (("--run-id", args.run_id), ("--start", args.start),
+                                       ("--compare", args.compare)) if value]
+    if len(chosen) != 1:
+        parser.error("give exactly one of --run-id, --start or --compare"
+                     + (f" (got {' and '.join(chosen)})" if chosen else ""))
+    if args.end and not args.start:
+        parser.error("--end needs --start")
+    from gpu_telemetry.report import Selection, report_command
+    from gpu_telemetry.timerange import RangeError, parse_time, zone
+
+    common = {"host": args.host, "gpu": args.gpu}
+    try:
+        tz = zone(args.tz)
+        if args.start:
+            start = parse_time(args.start, tz)
+            end = parse_time(args.end, tz) if args.end else datetime.now(tz) + timedelta(seconds=1)
+    except RangeError as exc:
+        parser.error(str(exc))
+    if args.start:
+        if end <= start:
+            parser.error("--end must be after --start")
+        selections = [Selection(start=start, end=end, **common)]
+    else:
+        selections = [Selection(run_id=run_id, **common)
+                      for run_id in (args.compare or [args.run_id])]
+
+    def body() -> int:
+        from gpu_telemetry.config import load_config
+
+        load_config(args.env)
+        return report_command(selections, tz=tz, as_json=args.json, out=args.out)
+
+    return run(body, debug=args.debug, program=PROG)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
