@@ -101,7 +101,8 @@ def test_second_run_changes_nothing(repo_copy: Path, empty_db: Database) -> None
     result = run_init(repo_copy, empty_db.env)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"skipped {name} (already applied)" for name in MIGRATIONS]
+    assert result.stdout.splitlines() == [
+        f"skipped {name} (already applied)" for name in MIGRATIONS]
     assert _migrations(empty_db) == before
 
 
