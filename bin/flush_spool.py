@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
         config = load_config(args.env)
         result = flush_spool(config, batch_samples=args.batch, wait_sec=args.wait)
-        if result.samples or result.quarantined:
+        if result.samples or result.quarantined or result.dropped:
             print(result.summary())
         else:
             print(f"spool is empty ({config.spool_dir})")

@@ -27,48 +27,15 @@ set -euo pipefail
 PROG=host_healthcheck.sh
 REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 readonly PROG REPO_ROOT
+# shellcheck source=lib/common.sh
+source "$REPO_ROOT/bin/lib/common.sh"
 readonly MAX_SAMPLE_AGE_SEC=300
 FAILS=()
 WARNS=()
 OKS=()
 
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
 
-die() {
-  local status=$1
-  shift
-  echo "$PROG: $*" >&2
-  exit "$status"
-}
 
-# Export the KEY=VALUE lines of an env file whose keys the process environment does not set.
-# The file is parsed, never sourced: it is configuration, not code (as bin/init_db.sh).
-load_env_file() {
-  local file=$1 line key value
-  while IFS= read -r line || [[ -n $line ]]; do
-    line=${line%$'\r'}
-    line=${line#"${line%%[![:space:]]*}"}
-    [[ -z $line || $line == \#* ]] && continue
-    [[ $line =~ ^export[[:space:]]+(.*)$ ]] && line=${BASH_REMATCH[1]}
-    [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]] || continue
-    key=${BASH_REMATCH[1]}
-    value=${BASH_REMATCH[2]}
-    if [[ $value =~ ^\"(.*)\"[[:space:]]*(#.*)?$ || $value =~ ^\'(.*)\'[[:space:]]*(#.*)?$ ]]; then
-      value=${BASH_REMATCH[1]}
-    else
-      value=${value%%[[:space:]]#*}
-      value=${value%"${value##*[![:space:]]}"}
-    fi
-    [[ -n ${!key+set} ]] || export "$key=$value"
-  done <"$file"
-}
-
-# Relative paths in the configuration are taken from the repository root.
-from_repo() {
-  if [[ $1 == /* ]]; then printf '%s\n' "$1"; else printf '%s\n' "$REPO_ROOT/$1"; fi
-}
 
 section() { printf '\n===== %s =====\n' "$*"; }
 

@@ -26,50 +26,11 @@ set -euo pipefail
 PROG=init_db.sh
 REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 readonly PROG REPO_ROOT
+# shellcheck source=lib/common.sh
+source "$REPO_ROOT/bin/lib/common.sh"
 readonly ROLE_NAME_RE='^[a-z_][a-z0-9_]*$'
 
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
 
-die() {
-  local status=$1
-  shift
-  echo "$PROG: $*" >&2
-  exit "$status"
-}
-
-# Export the KEY=VALUE lines of an env file whose keys the process environment does not set.
-# The file is parsed, never sourced: it is configuration, not code.
-load_env_file() {
-  local file=$1 line key value lineno=0
-  while IFS= read -r line || [[ -n $line ]]; do
-    lineno=$((lineno + 1))
-    line=${line%$'\r'}
-    line=${line#"${line%%[![:space:]]*}"}
-    [[ -z $line || $line == \#* ]] && continue
-    if [[ $line =~ ^export[[:space:]]+(.*)$ ]]; then
-      line=${BASH_REMATCH[1]}
-    fi
-    if [[ ! $line =~ ^([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]]; then
-      echo "$PROG: $file:$lineno: not KEY=VALUE, ignored" >&2
-      continue
-    fi
-    key=${BASH_REMATCH[1]}
-    value=${BASH_REMATCH[2]}
-    if [[ $value =~ ^\"(.*)\"[[:space:]]*(#.*)?$ ]]; then
-      value=${BASH_REMATCH[1]}
-    elif [[ $value =~ ^\'(.*)\'[[:space:]]*(#.*)?$ ]]; then
-      value=${BASH_REMATCH[1]}
-    else
-      value=${value%%[[:space:]]#*}
-      value=${value%"${value##*[![:space:]]}"}
-    fi
-    if [[ -z ${!key+set} ]]; then
-      export "$key=$value"
-    fi
-  done <"$file"
-}
 
 run_psql() {
   "$PSQL" -X -q -v ON_ERROR_STOP=1 "$@"
@@ -112,6 +73,28 @@ SQL
   done
 }
 
+# The SCRAM-SHA-256 verifier of a password, computed here: the server (and any statement log
+# it keeps) then sees only the verifier, never the password. Without python3, the password
+# itself (the server hashes it).
+scram_verifier() {
+  local password=$1
+  if ! command -v python3 >/dev/null 2>&1; then
+    printf '%s' "${password//\'/\'\'}"
+    return
+  fi
+  SCRAM_PASSWORD=$password python3 - <<'PY'
+import base64, hashlib, hmac, os
+password = os.environ["SCRAM_PASSWORD"].encode()
+salt, iterations = os.urandom(16), 4096
+salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+b64 = lambda data: base64.b64encode(data).decode()
+print(f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}"
+      f":{b64(server_key)}", end="")
+PY
+}
+
 # Create a LOGIN role if missing and set its password when one is given. The password
 # travels on psql's stdin, never in its argument list.
 ensure_role() {
@@ -125,7 +108,7 @@ CREATE ROLE :"role" LOGIN;
 ALTER ROLE :"role" LOGIN;
 SQL
     if [[ -n $password ]]; then
-      printf "ALTER ROLE :\"role\" PASSWORD '%s';\n" "${password//\'/\'\'}"
+      printf "ALTER ROLE :\"role\" PASSWORD '%s';\n" "$(scram_verifier "$password")"
     fi
   } | run_psql -v role="$role"
 }
@@ -136,12 +119,17 @@ grant_writer() {
   run_psql -v role="$role" <<'SQL'
 SELECT current_database() AS dbname \gset
 GRANT USAGE ON SCHEMA telemetry TO :"role";
-GRANT SELECT, INSERT ON telemetry.gpu_telemetry, telemetry.collector_events TO :"role";
-REVOKE UPDATE, DELETE, TRUNCATE ON telemetry.gpu_telemetry, telemetry.collector_events
-    FROM :"role";
+REVOKE ALL ON ALL TABLES IN SCHEMA telemetry FROM :"role";
+GRANT INSERT ON telemetry.gpu_telemetry, telemetry.collector_events TO :"role";
+-- ON CONFLICT compares the key; nothing else may be read back.
+GRANT SELECT (ts, host, gpu_uuid) ON telemetry.gpu_telemetry TO :"role";
+GRANT SELECT (ts, host, kind, gpu_uuid) ON telemetry.collector_events TO :"role";
+GRANT EXECUTE ON FUNCTION telemetry.raw_snapshot_times(text[], timestamptz) TO :"role";
+-- The flush stages each batch in a temporary table.
 GRANT TEMP ON DATABASE :"dbname" TO :"role";
 SQL
-  echo "writer role $role: INSERT and SELECT on telemetry.gpu_telemetry, telemetry.collector_events"
+  echo "writer role $role: INSERT on telemetry.gpu_telemetry and telemetry.collector_events," \
+    "SELECT on their key columns; no UPDATE, DELETE or TRUNCATE"
   [[ -n ${WRITER_PGPASSWORD:-} ]] || echo "note: WRITER_PGPASSWORD not set; $role has no password set by this run"
 }
 
@@ -151,6 +139,8 @@ grant_reader() {
   run_psql -v role="$role" <<'SQL'
 GRANT USAGE ON SCHEMA telemetry TO :"role";
 GRANT SELECT ON ALL TABLES IN SCHEMA telemetry TO :"role";
+-- Tables of later migrations too.
+ALTER DEFAULT PRIVILEGES IN SCHEMA telemetry GRANT SELECT ON TABLES TO :"role";
 ALTER ROLE :"role" SET default_transaction_read_only = on;
 SQL
   echo "reader role $role: SELECT on every telemetry table, read-only sessions"

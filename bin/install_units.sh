@@ -23,19 +23,11 @@ set -euo pipefail
 PROG=install_units.sh
 REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 readonly PROG REPO_ROOT
+# shellcheck source=lib/common.sh
+source "$REPO_ROOT/bin/lib/common.sh"
 readonly PLACEHOLDER='%h/projects/gpu-telemetry'
 readonly UNITS=(gpu-telemetry.service gpu-telemetry-flush.service gpu-telemetry-flush.timer)
 
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
-
-die() {
-  local status=$1
-  shift
-  echo "$PROG: $*" >&2
-  exit "$status"
-}
 
 # systemd would split a path at whitespace and expand % and $ in it; refuse rather than guess.
 check_root_path() {

@@ -20,7 +20,7 @@ from gpu_telemetry.errors import (
 from gpu_telemetry.parser import element_to_json, parse_document
 from gpu_telemetry.sample import default_host, event, new_sample, now_utc, validate_sample
 from gpu_telemetry.source import read_nvidia_smi
-from gpu_telemetry.spool import write_spool
+from gpu_telemetry.spool import SpoolCap, write_spool
 from gpu_telemetry.status import read_status
 from gpu_telemetry.store import connect, first_line, insert_samples
 
@@ -97,6 +97,10 @@ def store_or_spool(config: Config, taken: Taken) -> int:
         reason = str(exc) if isinstance(exc, DatabaseUnavailable) else (
             f"database error: {first_line(exc)}")
         path = write_spool(config.spool_dir, taken.sample, reason)
+        dropped = SpoolCap(config.spool_dir, config.spool_max_mb).after_write(path)
+        if dropped:
+            warn(f"spool over SPOOL_MAX_MB={config.spool_max_mb:g}: dropped the {dropped} "
+                 "oldest sample(s) (recorded at the next flush)")
         if taken.failure is not None:
             return _report(taken, f"{reason}; event spooled to {path}")
         print(f"{reason}; sample spooled to {path}", file=sys.stderr)

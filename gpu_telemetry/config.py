@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,12 @@ def load_env_file(env_path: str | Path | None = None) -> Path | None:
             return None
     try:
         values = dotenv_values(path)
+        mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read env file {path}: {exc}") from exc
+    if values.get("PGPASSWORD") and mode & 0o044:
+        raise ConfigError(f"refusing {path}: it holds PGPASSWORD and others can read it "
+                          f"(mode {stat.S_IMODE(mode):o}); fix: chmod 600 {path}")
     for key, value in values.items():
         if value is not None and key not in os.environ:
             os.environ[key] = value

@@ -14,11 +14,13 @@ from psycopg.types.json import Jsonb
 
 from gpu_telemetry.config import Config
 from gpu_telemetry.errors import DatabaseUnavailable
-from gpu_telemetry.sample import InvalidSample, default_host, now_utc
+from gpu_telemetry.sample import InvalidSample, default_host, now_utc, validate_sample
 from gpu_telemetry.spool import (
     clean_stale_temp_files,
+    clear_ledger,
     pending_files,
     quarantine,
+    read_ledger,
     read_spool_file,
     remove_delivered,
     spool_lock,
@@ -36,6 +38,7 @@ class FlushResult:
     quarantined: list[Path] = field(default_factory=list)
     stale_temp_removed: int = 0
     seconds: float = 0.0
+    dropped: int = 0  # samples the spool cap dropped, recorded by this flush
     first_ts: datetime | None = None
     last_ts: datetime | None = None
     complete: bool = True
@@ -56,6 +59,8 @@ class FlushResult:
                 f"in {self.seconds:.2f} s ({rate:.0f} samples/s)")
         if self.quarantined:
             line += f"; {len(self.quarantined)} unreadable file(s) moved to spool/bad/"
+        if self.dropped:
+            line += f"; {self.dropped} sample(s) had been dropped by the spool cap (recorded)"
         return line
 
 
@@ -108,6 +113,7 @@ def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAU
     result = FlushResult()
     started = time.monotonic()
     result.stale_temp_removed = clean_stale_temp_files(config.spool_dir)
+    result.dropped = record_drops(conn, config)
     paths = pending_files(config.spool_dir)
     progress = Progress(len(paths))
     try:
@@ -126,6 +132,34 @@ def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAU
         progress.close()
         result.seconds = time.monotonic() - started
     return result
+
+
+def record_drops(conn: psycopg.Connection, config: Config) -> int:
+    """Record what the spool cap dropped (the ledger), with the events those files carried;
+    the ledger goes only after the COMMIT. Its event's time is the last dropped sample's, so
+    a replay after a crash is absorbed by the events' unique key."""
+    ledger = read_ledger(config.spool_dir)
+    if not ledger:
+        return 0
+    samples = int(ledger.get("samples") or 0)
+    detail = (f"{samples} spooled sample(s) dropped by the spool cap (SPOOL_MAX_MB="
+              f"{config.spool_max_mb:g}, oldest first)")
+    if ledger.get("first_ts"):
+        detail += f", taken {ledger['first_ts']} to {ledger['last_ts']}"
+    carried = {"ts": ledger.get("last_ts") or now_utc().isoformat(), "host": default_host(),
+               "gpus": [], "events": [
+                   event for event in ledger.get("events") or [] if isinstance(event, dict)]}
+    carried["events"].append({"ts": carried["ts"], "kind": "spool_dropped", "detail": detail,
+                              "data": {key: ledger.get(key)
+                                       for key in ("samples", "first_ts", "last_ts", "note")}})
+    try:
+        sample = validate_sample(carried)
+    except InvalidSample:
+        sample = validate_sample({**carried, "ts": now_utc().isoformat(),
+                                  "events": carried["events"][-1:]})
+    insert_samples(conn, [sample], config.raw_every_sec)
+    clear_ledger(config.spool_dir)
+    return samples
 
 
 def record_flush(conn: psycopg.Connection, result: FlushResult, kind: str = "spool_flushed",

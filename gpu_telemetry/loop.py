@@ -27,7 +27,7 @@ from gpu_telemetry.config import Config
 from gpu_telemetry.errors import DatabaseUnavailable, SpoolError
 from gpu_telemetry.flush import deliver, record_flush
 from gpu_telemetry.sample import default_host, event, now_utc, validate_sample
-from gpu_telemetry.spool import SpoolBusy, pending_files, spool_lock, write_spool
+from gpu_telemetry.spool import SpoolBusy, SpoolCap, pending_files, spool_lock, write_spool
 from gpu_telemetry.store import connect, first_line, insert_samples, last_raw_times
 
 MAX_RECONNECT_BACKOFF_SEC = 30.0
@@ -68,14 +68,16 @@ class CollectorLoop:
         self.down_reason = "database not connected yet"
         self.outage: Outage | None = None
         self.backlog = bool(pending_files(config.spool_dir))
+        self.cap = SpoolCap(config.spool_dir, config.spool_max_mb)
         self.next_backlog_check = time.monotonic() + BACKLOG_CHECK_EVERY_SEC
-        self.last_raw: dict[str, datetime] = {}
+        self.last_raw: dict[str, float] = {}  # gpu_uuid -> time.monotonic()
         self.source_state: tuple[str, str] | None = None
         self.source_failures = 0
         self.known_gpus: dict[str, str] | None = None
         self.seen_gpus: set[str] = set()
         self.said_status_problem: str | None = None
         self.said_unreadable: list[str] = []
+        self.said_tick_error: str | None = None
         self.stopping = False
         self.samples = 0
         self._wake_read, self._wake_write = os.pipe()
@@ -112,7 +114,7 @@ class CollectorLoop:
         due = 0
         try:
             while not self.stopping:
-                self.tick()
+                self._guarded_tick()
                 if self.stopping:
                     break
                 elapsed = time.monotonic() - start
@@ -140,6 +142,18 @@ class CollectorLoop:
 
     # -- one tick ------------------------------------------------------------------------------
 
+    def _guarded_tick(self) -> None:
+        """A tick that fails in an unforeseen way is said once and the loop goes on: a crash
+        would only restart the unit into the same failure."""
+        try:
+            self.tick()
+            self.said_tick_error = None
+        except Exception as exc:  # noqa: BLE001 - the service's last line of defence
+            message = f"error: sample failed: {type(exc).__name__}: {exc}"
+            if message != self.said_tick_error:
+                self.say(message, change=True)
+                self.said_tick_error = message
+
     def tick(self) -> None:
         taken = take_sample(self.config, self.host, self._raw_due)
         self.samples += 1
@@ -150,9 +164,10 @@ class CollectorLoop:
         self._store(taken)
 
     def _raw_due(self, gpu_uuid: str) -> bool:
-        now = now_utc()
+        # The monotonic clock: a wall clock stepped back must not suspend the snapshots.
+        now = time.monotonic()
         last = self.last_raw.get(gpu_uuid)
-        if last is not None and now - last < timedelta(seconds=self.config.raw_every_sec):
+        if last is not None and now - last < self.config.raw_every_sec:
             return False
         self.last_raw[gpu_uuid] = now
         return True
@@ -231,11 +246,13 @@ class CollectorLoop:
 
     def _seed_raw_times(self) -> None:
         """Snapshots already stored (by an earlier run) count towards RAW_EVERY_SEC."""
-        since = now_utc() - timedelta(seconds=self.config.raw_every_sec)
+        wall, mono = now_utc(), time.monotonic()
+        since = wall - timedelta(seconds=self.config.raw_every_sec)
         with contextlib.suppress(psycopg.Error):
             for (_, gpu_uuid), times in last_raw_times(self.conn, [self.host], since).items():
-                if gpu_uuid not in self.last_raw or self.last_raw[gpu_uuid] < times[-1]:
-                    self.last_raw[gpu_uuid] = times[-1]
+                stored = mono - (wall - times[-1]).total_seconds()
+                if gpu_uuid not in self.last_raw or self.last_raw[gpu_uuid] < stored:
+                    self.last_raw[gpu_uuid] = stored
 
     def _drop_connection(self, exc: psycopg.Error) -> None:
         self.down_reason = f"database error: {first_line(exc)}"
@@ -266,13 +283,18 @@ class CollectorLoop:
             taken.sample.setdefault("events", []).append(
                 event("outage_start", self.down_reason, ts=self.outage.started))
         try:
-            write_spool(self.config.spool_dir, taken.sample, self.down_reason)
+            path = write_spool(self.config.spool_dir, taken.sample, self.down_reason)
         except SpoolError as exc:
             self.say(f"error: sample lost: {exc}", change=True)
             return
         self.outage.spooled += 1
         self.backlog = True
         self.say(f"spooled {_reading_line(taken.sample['gpus'])}")
+        dropped = self.cap.after_write(path)
+        if dropped:
+            self.say(f"warning: spool over SPOOL_MAX_MB={self.config.spool_max_mb:g}: dropped "
+                     f"the {dropped} oldest sample(s) (recorded once the database is back)",
+                     change=True)
 
     def _after_success(self, conn: psycopg.Connection) -> None:
         if self.outage is not None:
@@ -313,3 +335,4 @@ class CollectorLoop:
             self.say(result.summary(), change=True)
         if result.complete:
             self.backlog = False
+            self.cap.estimate = None  # drained: count afresh at the next outage

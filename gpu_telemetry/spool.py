@@ -24,6 +24,9 @@ from gpu_telemetry.sample import InvalidSample, validate_sample
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".flush.lock"
+DROP_LEDGER = ".dropped.json"
+MAX_LEDGER_EVENTS = 200
+CAP_TARGET = 0.9  # dropping goes down to this share of the cap, so it does not run every sample
 BAD_DIR = "bad"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 STALE_TEMP_SEC = 600
@@ -159,3 +162,101 @@ def spool_lock(spool_dir: Path, wait_sec: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# -- the cap -------------------------------------------------------------------------------------
+#
+# Policy: when the spool passes SPOOL_MAX_MB, the oldest samples are dropped first, down to 90 %
+# of the cap; the newest readings are the ones an operator needs when the database comes back.
+# What is dropped is counted in a ledger (spool/.dropped.json: how many, the time span, and the
+# events those files carried) that the next flush records as a `spool_dropped` event.
+
+
+def spool_bytes(spool_dir: Path) -> int:
+    total = 0
+    for path in pending_files(spool_dir):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
+
+
+def read_ledger(spool_dir: Path) -> dict | None:
+    try:
+        ledger = json.loads((spool_dir / DROP_LEDGER).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"samples": 0, "note": "the drop ledger was unreadable"}
+    return ledger if isinstance(ledger, dict) else None
+
+
+def clear_ledger(spool_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(spool_dir / DROP_LEDGER)
+
+
+def _write_ledger(spool_dir: Path, ledger: dict) -> None:
+    temp = spool_dir / f"{TEMP_PREFIX}{DROP_LEDGER.lstrip('.')}"
+    temp.write_text(json.dumps(ledger, separators=(",", ":")))
+    os.rename(temp, spool_dir / DROP_LEDGER)
+    _fsync_dir(spool_dir)
+
+
+def drop_oldest(spool_dir: Path, max_bytes: int, keep: Path | None = None) -> tuple[int, int]:
+    """Delete the oldest spool files until the rest fit in CAP_TARGET of max_bytes; the caller
+    holds the spool lock. Returns (samples dropped, bytes left)."""
+    files = []
+    for path in pending_files(spool_dir):
+        with contextlib.suppress(FileNotFoundError):
+            files.append((path, path.stat().st_size))
+    total = sum(size for _, size in files)
+    if total <= max_bytes:
+        return 0, total
+    ledger = read_ledger(spool_dir) or {"samples": 0}
+    events = ledger.setdefault("events", [])
+    dropped = 0
+    for path, size in files:
+        if total <= max_bytes * CAP_TARGET or path == keep:
+            break
+        with contextlib.suppress(OSError, ValueError):
+            body = json.loads(path.read_text())
+            ts = body.get("ts")
+            if isinstance(ts, str):
+                ledger["first_ts"] = min(ledger.get("first_ts") or ts, ts)
+                ledger["last_ts"] = max(ledger.get("last_ts") or ts, ts)
+            for entry in body.get("events") or []:
+                if len(events) < MAX_LEDGER_EVENTS and isinstance(entry, dict):
+                    events.append({"ts": ts, **entry})
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            dropped += 1
+        total -= size
+    ledger["samples"] = int(ledger.get("samples", 0)) + dropped
+    _write_ledger(spool_dir, ledger)
+    return dropped, total
+
+
+class SpoolCap:
+    """Keeps the spool under SPOOL_MAX_MB without listing the folder on every write: a running
+    estimate, checked against the folder only when it passes the cap."""
+
+    def __init__(self, spool_dir: Path, max_mb: float):
+        self.spool_dir = spool_dir
+        self.max_bytes = int(max_mb * 1024 * 1024)
+        self.estimate: int | None = None
+
+    def after_write(self, path: Path) -> int:
+        """Samples dropped to make room (0 almost always)."""
+        if self.estimate is None:
+            self.estimate = spool_bytes(self.spool_dir)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.estimate += path.stat().st_size
+        if self.estimate <= self.max_bytes:
+            return 0
+        try:
+            with spool_lock(self.spool_dir):
+                dropped, self.estimate = drop_oldest(self.spool_dir, self.max_bytes, keep=path)
+        except SpoolBusy:
+            return 0  # a flush is draining the spool right now
+        return dropped

@@ -24,6 +24,13 @@ DEFAULT_CONNECT_TIMEOUT_SEC = 5
 
 _COLUMN_LIST = ", ".join(ROW_COLUMNS)
 _STAGE = "gpu_telemetry_stage"
+_STAGE_TYPES = {"ts": "timestamptz", "host": "text", "status_tag": "text", "status_memo": "text",
+                "run_id": "text", **COLUMN_TYPES, "raw_json": "jsonb"}
+# Spelled out rather than LIKE telemetry.gpu_telemetry: LIKE needs SELECT on the whole table,
+# which the insert-only writer role does not have.
+_CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
+                 + ", ".join(f"{column} {_STAGE_TYPES[column]}" for column in ROW_COLUMNS)
+                 + ") ON COMMIT DELETE ROWS")
 
 
 def first_line(exc: BaseException) -> str:
@@ -48,11 +55,9 @@ def last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
                    ) -> dict[tuple[str, str], list[datetime]]:
     """When each (host, GPU) last kept a raw snapshot, from `since` on (sorted)."""
     found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
-    rows = conn.execute(
-        "SELECT host, gpu_uuid, ts FROM telemetry.gpu_telemetry"
-        " WHERE raw_json IS NOT NULL AND host = ANY(%s) AND ts >= %s ORDER BY ts",
-        (hosts, since),
-    ).fetchall()
+    # A function of the schema's owner: the writer role may not read raw_json itself.
+    rows = conn.execute("SELECT host, gpu_uuid, ts FROM telemetry.raw_snapshot_times(%s, %s)",
+                        (hosts, since)).fetchall()
     for host, gpu_uuid, ts in rows:
         found[(host, gpu_uuid)].append(ts)
     return found
@@ -104,8 +109,7 @@ def insert_samples(conn: psycopg.Connection, samples: list[dict],
         offered = sum(len(sample["gpus"]) for sample in samples)
         inserted = 0
         if offered:
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE}"
-                         " (LIKE telemetry.gpu_telemetry) ON COMMIT DELETE ROWS")
+            conn.execute(_CREATE_STAGE)
             with conn.cursor() as cur:
                 with cur.copy(f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN") as copy:
                     for row in _rows(samples):

@@ -63,5 +63,8 @@ def write_status(tmp_path: Path, **fields) -> None:
 
 
 def spool_files(tmp_path: Path) -> list[Path]:
+    """Spooled samples waiting (not temp files, not the drop ledger, not spool/bad/)."""
     spool = tmp_path / "spool"
-    return sorted(spool.glob("*.json")) if spool.exists() else []
+    if not spool.exists():
+        return []
+    return sorted(path for path in spool.glob("*.json") if not path.name.startswith("."))

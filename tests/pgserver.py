@@ -181,6 +181,18 @@ class PgServer:
                   "-t", str(START_TIMEOUT_SEC), "stop")
         self._running = False
 
+    def require_password_for(self, group: str) -> None:
+        """Members of role `group` must log in over TCP with a SCRAM password (the rest keep
+        trust): for tests of passwords, .pgpass and roles. The group role must exist."""
+        if self.external:
+            raise PgServerError("an external test server (TEST_PGHOST) is not reconfigured")
+        hba = self.datadir / "pg_hba.conf"
+        line = f"host all +{group} 127.0.0.1/32 scram-sha-256\n"
+        text = hba.read_text()
+        if line not in text:
+            hba.write_text(line + text)
+        self._run(self._bindir / "pg_ctl", "-D", str(self.datadir), "reload")
+
     def restart(self) -> None:
         if self.external:
             raise PgServerError("an external test server (TEST_PGHOST) cannot be restarted")

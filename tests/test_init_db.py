@@ -30,6 +30,7 @@ def repo_copy(tmp_path: Path) -> Path:
     root = tmp_path / "clone"
     (root / "bin").mkdir(parents=True)
     shutil.copy2(REPO_ROOT / "bin" / "init_db.sh", root / "bin" / "init_db.sh")
+    shutil.copytree(REPO_ROOT / "bin" / "lib", root / "bin" / "lib")
     shutil.copytree(REPO_ROOT / "sql", root / "sql")
     return root
 

@@ -11,6 +11,7 @@ BIN = Path(sys.executable).parent
 def shell_scripts() -> list[str]:
     scripts = [REPO_ROOT / ".ci" / "run", *sorted((REPO_ROOT / "tests" / "stand_ins").iterdir())]
     scripts += sorted((REPO_ROOT / "bin").glob("*.sh"))
+    scripts += sorted((REPO_ROOT / "bin" / "lib").glob("*.sh"))
     return [str(path) for path in scripts if path.exists()]
 
 

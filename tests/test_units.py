@@ -139,6 +139,7 @@ def test_install_refuses_a_path_units_cannot_hold(tmp_path, user_env):
     clone = tmp_path / "my clone"
     (clone / "bin").mkdir(parents=True)
     shutil.copy2(INSTALL, clone / "bin" / INSTALL.name)
+    shutil.copytree(REPO_ROOT / "bin" / "lib", clone / "bin" / "lib")
     shutil.copytree(REPO_ROOT / "systemd", clone / "systemd")
     result = subprocess.run(["bash", str(clone / "bin" / INSTALL.name), "--no-reload"],
                             env=user_env, capture_output=True, text=True, timeout=30, check=False)
