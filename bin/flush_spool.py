@@ -4,8 +4,9 @@
 Files are deleted only after the COMMIT of their batch returned; an unreadable file is moved to
 spool/bad/ with a .reason file and the others are delivered. One flusher at a time. Files
 written by the original scripts (whole nvidia-smi XML under raw_json.nvidia_smi_q_x) are read
-too. Exit status: 0 spool delivered; 75 database unreachable or another flush running (files
-kept); 78 configuration error; 2 usage.
+too. With RETENTION_DAYS set, rows and events older than that are deleted afterwards (the
+one-minute rollup is kept). Exit status: 0 spool delivered; 75 database unreachable or
+another flush running (files kept); 78 configuration error; 2 usage.
 """
 
 import argparse
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             print(result.summary())
         else:
             print(f"spool is empty ({config.spool_dir})")
+        if result.pruned is not None:
+            rows, events = result.pruned
+            print(f"retention {config.retention_days:g} days: deleted {rows} rows and "
+                  f"{events} events older than that")
         return 0
 
     return run(body, debug=args.debug, program="flush_spool.py")

@@ -125,6 +125,8 @@ GRANT INSERT ON telemetry.gpu_telemetry, telemetry.collector_events TO :"role";
 GRANT SELECT (ts, host, gpu_uuid) ON telemetry.gpu_telemetry TO :"role";
 GRANT SELECT (ts, host, kind, gpu_uuid) ON telemetry.collector_events TO :"role";
 GRANT EXECUTE ON FUNCTION telemetry.raw_snapshot_times(text[], timestamptz) TO :"role";
+-- RETENTION_DAYS: the flush timer prunes through this function, not with DELETE rights.
+GRANT EXECUTE ON FUNCTION telemetry.prune(double precision) TO :"role";
 -- The flush stages each batch in a temporary table.
 GRANT TEMP ON DATABASE :"dbname" TO :"role";
 SQL

@@ -39,6 +39,7 @@ class FlushResult:
     stale_temp_removed: int = 0
     seconds: float = 0.0
     dropped: int = 0  # samples the spool cap dropped, recorded by this flush
+    pruned: tuple[int, int] | None = None  # (rows, events) older than RETENTION_DAYS
     first_ts: datetime | None = None
     last_ts: datetime | None = None
     complete: bool = True
@@ -177,16 +178,25 @@ def record_flush(conn: psycopg.Connection, result: FlushResult, kind: str = "spo
     insert_events(conn, [(now_utc(), default_host(), kind, result.summary(), None, Jsonb(data))])
 
 
+def prune(conn: psycopg.Connection, retention_days: float) -> tuple[int, int]:
+    """Apply RETENTION_DAYS: (rows, events) deleted."""
+    rows, events = conn.execute("SELECT * FROM telemetry.prune(%s)",
+                                (retention_days,)).fetchone()
+    return int(rows), int(events)
+
+
 def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
                 wait_sec: float = 0.0) -> FlushResult:
-    """Take the lock, connect, deliver. DatabaseUnavailable when the database is down or
-    fails mid-way (undelivered files stay)."""
+    """Take the lock, connect, deliver, then apply RETENTION_DAYS when it is set.
+    DatabaseUnavailable when the database is down or fails mid-way (undelivered files stay)."""
     with spool_lock(config.spool_dir, wait_sec):
         try:
             with connect() as conn:
                 result = deliver(config, conn, batch_samples)
                 if result.samples:
                     record_flush(conn, result)
+                if config.retention_days:
+                    result.pruned = prune(conn, config.retention_days)
                 return result
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"database error during flush: {first_line(exc)}; "

@@ -406,3 +406,25 @@ def test_help_and_usage_errors(tmp_path):
         result = run_script("flush_spool.py", *args, env=env, tmp_path=tmp_path)
         assert result.returncode == 2, args
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_retention_prunes_old_rows_and_events_but_keeps_the_rollup(db, tmp_path):
+    with db.connect() as conn:
+        for days_ago in (40, 10, 0):
+            conn.execute(
+                "INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid, temp_c, raw_json)"
+                " VALUES (now() - make_interval(days => %s), 'x1ai', 'GPU-1', 50, '{}')",
+                (days_ago,))
+            conn.execute("INSERT INTO telemetry.collector_events (ts, host, kind, detail)"
+                         " VALUES (now() - make_interval(days => %s), 'x1ai', 'outage_start',"
+                         " 'x')", (days_ago,))
+    env = base_env(tmp_path, db.env, RETENTION_DAYS="30")
+    result = run_script("flush_spool.py", env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "retention 30 days: deleted 1 rows and 1 events" in result.stdout
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM telemetry.collector_events").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry_1m").fetchone() == (3,)
+    without = run_script("flush_spool.py", env=base_env(tmp_path, db.env), tmp_path=tmp_path)
+    assert "deleted" not in without.stdout

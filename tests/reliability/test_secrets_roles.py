@@ -73,8 +73,10 @@ def test_the_writer_collects_spools_flushes_and_loops(db, roles, tmp_path, loops
         assert result.returncode == 0, result.stderr
     down = base_env(tmp_path, None)
     assert run_script("collect_once.py", env=down, tmp_path=tmp_path).returncode == 75
-    flushed = run_script("flush_spool.py", env=env, tmp_path=tmp_path)
+    flushed = run_script("flush_spool.py", env={**env, "RETENTION_DAYS": "365"},
+                         tmp_path=tmp_path)
     assert flushed.returncode == 0, flushed.stderr
+    assert "retention 365 days: deleted 0 rows" in flushed.stdout  # through telemetry.prune
     lost = base_env(tmp_path, as_role(db, writer), mode="gpu_lost")
     assert run_script("collect_once.py", env=lost, tmp_path=tmp_path).returncode == 69
     loop = RunningLoop(tmp_path, env, "--interval", "0.2")
