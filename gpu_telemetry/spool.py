@@ -110,6 +110,8 @@ def read_spool_file(path: Path) -> dict:
         if size > MAX_FILE_BYTES:
             raise InvalidSample(f"file is {size} bytes, over {MAX_FILE_BYTES}")
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise  # gone since it was listed (delivered or dropped meanwhile): not a bad file
     except OSError as exc:
         raise InvalidSample(f"cannot read: {exc.strerror or exc}") from exc
     try:
