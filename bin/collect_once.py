@@ -2,8 +2,9 @@
 """Take one sample of every GPU and store it in PostgreSQL (spooled while the database is down).
 
 Exit status: 0 stored; 75 spooled (database unreachable, sample safe on disk); 69 the GPU
-source failed (event recorded or spooled); 78 configuration error; 2 usage. With --loop: runs
-until SIGTERM or SIGINT, finishes the sample in hand and exits 0.
+source failed (event recorded or spooled); 74 the spool could not be written either; 78
+configuration error; 2 usage. With --loop: runs until SIGTERM or SIGINT, finishes the sample in
+hand and exits 0.
 """
 
 import argparse

@@ -21,7 +21,8 @@
 # or dmesg shows Xid 79 (GPU fallen off the bus) since boot; "verdict: WARN" (exit 1) when the
 # spool is not empty, the last stored sample of this host is older than 5 minutes or missing,
 # the database is unreachable, a unit is not active, a GPU is thermally throttled, or sensors
-# is missing; "verdict: OK" (exit 0) otherwise. Usage errors: exit 2 before any check.
+# is missing; "verdict: OK" (exit 0) otherwise. Usage errors: exit 2 before any check; an
+# unreadable --env file, or one holding PGPASSWORD that others can read: exit 78.
 set -euo pipefail
 
 PROG=host_healthcheck.sh

@@ -5,7 +5,8 @@ The range is reduced in SQL to about one point per pixel (min, max and mean per 
 plotted maximum is the true maximum however long the range. Status periods are background
 bands, thermal and power slowdowns shaded strips, the slowdown temperature a dashed line.
 Exit status: 0 written (also when there is no data: the picture says so); 2 usage; 75
-database unreachable; 78 configuration error.
+database unreachable; 77 the database role may not read telemetry (use the reader role); 78
+configuration error.
 """
 
 import argparse

@@ -7,7 +7,7 @@ Writes Markdown and a PNG beside it (default docs/reports/<run id or range>.md) 
 paths; with --json prints the figures as JSON instead (files only when --out is given).
 
 Exit status: 0 done; 1 no rows for that run or range; 2 usage; 75 database unreachable;
-78 configuration error.
+77 the database role may not read telemetry (use the reader role); 78 configuration error.
 """
 
 import argparse

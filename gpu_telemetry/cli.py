@@ -9,7 +9,13 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from gpu_telemetry.errors import EXIT_SOFTWARE, EXIT_USAGE, TelemetryError
+from gpu_telemetry.errors import (
+    EXIT_NO_PERMISSION,
+    EXIT_SOFTWARE,
+    EXIT_SPOOLED,
+    EXIT_USAGE,
+    TelemetryError,
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,9 +48,24 @@ def run(body: Callable[[], int], *, debug: bool, program: str) -> int:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the entry point's last line of defence
+        # psycopg is not imported here (plot_temp.py starts without it); its errors are
+        # recognised by module.
+        if type(exc).__module__.startswith("psycopg") and not debug:
+            return _database_error(exc, program)
         if debug:
             traceback.print_exc()
         else:
             print(f"{program}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
                   file=sys.stderr)
         return EXIT_SOFTWARE
+
+
+def _database_error(exc: Exception, program: str) -> int:
+    message = " ".join((str(exc).strip() or type(exc).__name__).splitlines()[0].split())
+    if type(exc).__name__ == "InsufficientPrivilege":
+        print(f"{program}: the database role may not do this: {message} (plots and reports "
+              "read telemetry: connect as a role that may, e.g. the reader role of "
+              "bin/init_db.sh --reader-role)", file=sys.stderr)
+        return EXIT_NO_PERMISSION
+    print(f"{program}: database error: {message}", file=sys.stderr)
+    return EXIT_SPOOLED

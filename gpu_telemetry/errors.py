@@ -6,6 +6,7 @@ EXIT_SOURCE_FAILED = 69  # EX_UNAVAILABLE: nvidia-smi missing, failing, hung or 
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; only reached with a traceback under --debug
 EXIT_IO = 74  # EX_IOERR: the spool itself could not be written
 EXIT_SPOOLED = 75  # EX_TEMPFAIL: database unreachable, work kept on disk for later
+EXIT_NO_PERMISSION = 77  # EX_NOPERM: the database role may not do this
 EXIT_CONFIG = 78  # EX_CONFIG
 
 

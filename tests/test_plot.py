@@ -200,3 +200,22 @@ def test_help_lists_every_option_of_the_runbook(tmp_path):
                    "--exclude-status-tag", "--exclude-prod", "--include-memo", "--exclude-memo",
                    "--tz", "--title", "--out", "--env", "--metric", "--gpu", "--run-id"):
         assert option in result.stdout, option
+
+
+def test_a_role_that_may_not_read_gets_one_line_and_exit_77(db, tmp_path):
+    with db.connect() as conn:
+        conn.execute("DROP ROLE IF EXISTS plot_no_read")
+        conn.execute("CREATE ROLE plot_no_read LOGIN")
+        conn.execute("GRANT USAGE ON SCHEMA telemetry TO plot_no_read")
+    try:
+        result = run_plot(tmp_path, db, "--hours", "1", "--out", str(tmp_path / "x.png"))
+        assert result.returncode == 0
+        env = {**db.env, "PGUSER": "plot_no_read"}
+        result = run_script("plot_temp.py", "--hours", "1", "--out", str(tmp_path / "y.png"),
+                            env=base_env(tmp_path, env), tmp_path=tmp_path)
+        assert result.returncode == 77
+        assert result.stderr.count("\n") == 1 and "reader role" in result.stderr
+    finally:
+        with db.connect() as conn:
+            conn.execute("DROP OWNED BY plot_no_read")
+            conn.execute("DROP ROLE plot_no_read")

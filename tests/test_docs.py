@@ -1,0 +1,520 @@
+"""The docs and the code in step.
+
+(a) every repo command the docs show (`./bin/X`, `bin/X`, `uv run ./bin/X.py`, in ```bash / ```sh
+    blocks and inline code) exists, and every `--option` given to it is in its `--help`;
+(b) every .env key of .env.example and of the runbook's configuration table is read by the
+    code, and every key the configuration loader reads is in both;
+(c) the troubleshooting page covers every collector_events kind and nvidia-smi failure class
+    the code emits, every exit code of gpu_telemetry/errors.py and of each command's `--help`,
+    every FAIL/WARN line of bin/host_healthcheck.sh and every quarantine reason;
+(d) docs/operations.md keeps the original runbook's order of sections;
+(e) the runbook's "Without a GPU" path and its spool demonstration run as written against a
+    real database, with the stand-ins.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from gpu_telemetry import config as config_module
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCS = REPO_ROOT / "docs"
+OPERATIONS = DOCS / "operations.md"
+TROUBLESHOOTING = DOCS / "troubleshooting.md"
+P40_GUIDE = DOCS / "p40-nvidia-smi.ubuntu22.md"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+
+
+def doc_files() -> list[Path]:
+    files = [REPO_ROOT / "README.md", *sorted(DOCS.glob("*.md")),
+             REPO_ROOT / "systemd" / "README.md", REPO_ROOT / "grafana" / "README.md",
+             REPO_ROOT / "bench" / "README.md"]
+    return [path for path in files if path.exists()]
+
+
+# --- reading the docs ----------------------------------------------------------------------------
+
+FENCE_RE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+INLINE_RE = re.compile(r"`([^`\n]+)`")
+COMMAND_RE = re.compile(r"^(?:\./)?bin/([A-Za-z0-9_-]+\.(?:py|sh))$")
+SEPARATOR_RE = re.compile(r"^[;&|()<>]+$")
+
+
+def shell_blocks(text: str) -> list[str]:
+    return [body for lang, body in FENCE_RE.findall(text) if lang in ("bash", "sh", "shell")]
+
+
+def inline_code(text: str) -> list[str]:
+    """Inline code spans outside fenced blocks, brackets of optional parts removed."""
+    prose = FENCE_RE.sub("", text)
+    return [span.replace("[", " ").replace("]", " ") for span in INLINE_RE.findall(prose)]
+
+
+def words(line: str) -> list[str]:
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        return list(lexer)
+    except ValueError:  # an unbalanced quote: not a command line
+        return []
+
+
+def invocations(snippet: str) -> list[tuple[str, list[str]]]:
+    """(command file name, its --options) for every repo command in a shell snippet."""
+    found = []
+    for line in snippet.replace("\\\n", " ").splitlines():
+        tokens = words(line)
+        for index, token in enumerate(tokens):
+            match = COMMAND_RE.match(token)
+            if not match:
+                continue
+            options = []
+            for word in tokens[index + 1:]:
+                if word == "--" or SEPARATOR_RE.match(word):
+                    break
+                if word.startswith("--"):
+                    options.append(word.split("=", 1)[0])
+            found.append((match.group(1), options))
+    return found
+
+
+def documented_invocations() -> list[tuple[str, str, list[str]]]:
+    """(doc file, command, options) over every doc."""
+    found = []
+    for path in doc_files():
+        text = path.read_text()
+        snippets = shell_blocks(text) + inline_code(text)
+        for snippet in snippets:
+            for command, options in invocations(snippet):
+                found.append((str(path.relative_to(REPO_ROOT)), command, options))
+    return found
+
+
+@functools.cache
+def help_text(command: str) -> str:
+    path = REPO_ROOT / "bin" / command
+    argv = ([sys.executable, str(path), "--help"] if command.endswith(".py")
+            else ["bash", str(path), "--help"])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                            cwd=REPO_ROOT)
+    assert result.returncode == 0, f"{command} --help exited {result.returncode}: {result.stderr}"
+    return result.stdout + result.stderr
+
+
+def section(text: str, heading_re: str) -> str:
+    """From the heading matching heading_re to the next heading of the same or a higher level."""
+    match = re.search(rf"^(#+) {heading_re}.*$", text, re.M)
+    assert match, f"no heading matching {heading_re!r}"
+    level = len(match.group(1))
+    end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
+    return text[match.end():end.start() if end else len(text)]
+
+
+def table_rows(text: str, header_start: str) -> list[list[str]]:
+    """The cells of each body row of the first table whose header starts with header_start."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith(header_start):
+            rows = []
+            for row in lines[index + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]])
+            return rows
+    raise AssertionError(f"no table starting {header_start!r}")
+
+
+def code_names(cell: str) -> list[str]:
+    return re.findall(r"`([A-Z][A-Z0-9_]*)`", cell)
+
+
+# --- (a) commands and options --------------------------------------------------------------------
+
+def test_the_docs_exist_and_link_each_other():
+    for path in (OPERATIONS, TROUBLESHOOTING, P40_GUIDE):
+        assert path.exists(), path
+    text = OPERATIONS.read_text()
+    assert "p40-nvidia-smi.ubuntu22.md" in text and "troubleshooting.md" in text
+
+
+def test_the_invocation_parser_finds_commands_and_options():
+    snippet = ('uv run ./bin/plot_temp.py --hours 24 --include-memo "a | b" --out=x.png | tee y\n'
+               "( set -a; . f; set +a; bin/init_db.sh --env f --writer-role w ) # --not-this\n"
+               "./bin/run_gpuburn.sh --sec 300 -- -d --not-gpu-burn-tc\n"
+               "x=$(./bin/set_status.sh --help)")
+    assert invocations(snippet) == [
+        ("plot_temp.py", ["--hours", "--include-memo", "--out"]),
+        ("init_db.sh", ["--env", "--writer-role"]),
+        ("run_gpuburn.sh", ["--sec"]),
+        ("set_status.sh", ["--help"]),
+    ]
+
+
+def test_every_documented_command_exists_with_the_options_shown():
+    found = documented_invocations()
+    commands = {command for _, command, _ in found}
+    # The runbook shows every entry point.
+    expected = {path.name for path in (REPO_ROOT / "bin").iterdir() if path.is_file()}
+    assert expected <= commands, f"not shown in any doc: {sorted(expected - commands)}"
+    problems = []
+    for doc, command, options in found:
+        path = REPO_ROOT / "bin" / command
+        if not path.is_file() or not os.access(path, os.X_OK):
+            problems.append(f"{doc}: bin/{command} does not exist or is not executable")
+            continue
+        if command == "uv.sh":
+            continue  # its options are uv's own
+        text = help_text(command)
+        for option in options:
+            if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text):
+                problems.append(f"{doc}: bin/{command} {option}: not in its --help")
+    assert not problems, "\n".join(problems)
+
+
+# --- (b) configuration keys ----------------------------------------------------------------------
+
+def code_text() -> str:
+    files = [*sorted((REPO_ROOT / "gpu_telemetry").glob("*.py")),
+             *sorted((REPO_ROOT / "bin").glob("*.py")), *sorted((REPO_ROOT / "bin").glob("*.sh")),
+             *sorted((REPO_ROOT / "bin" / "lib").glob("*.sh"))]
+    return "\n".join(path.read_text() for path in files)
+
+
+def is_read_by_code(key: str, code: str) -> bool:
+    """Read by the configuration loader, by libpq (PG_KEYS), or named by the code."""
+    if key in config_module.PG_KEYS:
+        return True
+    if f'get("{key}")' in inspect.getsource(config_module.load_config):
+        return True
+    return bool(re.search(rf'"{key}"|\$\{{?{key}\b', code))
+
+
+def env_example_keys() -> list[str]:
+    return re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.M)
+
+
+def runbook_config_keys() -> list[str]:
+    rows = table_rows(OPERATIONS.read_text(), "| key |")
+    return [name for row in rows for name in code_names(row[0])]
+
+
+def test_every_env_example_key_is_read_by_the_code():
+    code = code_text()
+    keys = env_example_keys()
+    assert "PGHOST" in keys and "SAMPLE_INTERVAL_SEC" in keys
+    unread = [key for key in keys if not is_read_by_code(key, code)]
+    assert not unread, f".env.example keys the code never reads: {unread}"
+
+
+def test_every_key_the_code_reads_is_in_env_example_and_the_runbook():
+    wanted = [*config_module.DEFAULTS, *config_module.PG_KEYS]
+    loader = inspect.getsource(config_module.load_config)
+    for key in config_module.DEFAULTS:
+        assert f'get("{key}")' in loader, f"DEFAULTS has {key} but load_config never reads it"
+    example, runbook = set(env_example_keys()), set(runbook_config_keys())
+    assert not [key for key in wanted if key not in example], "missing in .env.example"
+    assert not [key for key in wanted if key not in runbook], "missing in the runbook's table"
+
+
+def test_every_key_in_the_runbooks_tables_is_read():
+    code = code_text()
+    unread = [key for key in runbook_config_keys() if not is_read_by_code(key, code)]
+    assert not unread, f"the runbook documents keys the code never reads: {unread}"
+    # The table of other variables: each is read by the code, the stand-ins, or libpq.
+    everything = code + "\n".join(path.read_text()
+                                  for path in (REPO_ROOT / "tests" / "stand_ins").iterdir())
+    rows = table_rows(OPERATIONS.read_text(), "| variable |")
+    names = [name for row in rows for name in code_names(row[0])]
+    assert "WRITER_PGPASSWORD" in names
+    unknown = [name for name in names
+               if not name.startswith("PG") and not re.search(rf"\b{name}\b", everything)]
+    assert not unknown, f"documented variables nothing reads: {unknown}"
+
+
+# --- (c) troubleshooting covers what the code reports -------------------------------------------
+
+def package_text() -> str:
+    return "\n".join(path.read_text()
+                     for path in sorted((REPO_ROOT / "gpu_telemetry").glob("*.py")))
+
+
+def emitted_event_kinds() -> set[str]:
+    code = package_text()
+    kinds = set(re.findall(r'\bevent\(\s*"([a-z_]+)"', code))
+    kinds |= set(re.findall(r'"kind":\s*"([a-z_]+)"', code))
+    kinds |= set(re.findall(r'\bkind:\s*str\s*=\s*"([a-z_]+)"', code))  # a default argument
+    for match in re.finditer(r"collector_events", code):
+        window = code[match.end():match.end() + 400]
+        values = window.split("VALUES", 1)
+        if len(values) == 2:
+            kinds |= set(re.findall(r"'([a-z]+_[a-z_]+)'", values[1][:120]))
+    comment = re.search(r"collector_events\.kind IS\s*((?:'[^;]*')+);",
+                        (REPO_ROOT / "sql" / "001_init.sql").read_text())
+    if comment:
+        kinds |= set(re.findall(r"[a-z]+_[a-z_]+", comment.group(1)))
+    return kinds
+
+
+def failure_classes() -> set[str]:
+    source = (REPO_ROOT / "gpu_telemetry" / "source.py").read_text()
+    classes = set(re.findall(r'SourceError\(\s*"([a-z_]+)"', package_text()))
+    by_text = re.search(r"^_KINDS_BY_TEXT = \((.*?)^\)", source, re.M | re.S)
+    assert by_text, "gpu_telemetry/source.py has no _KINDS_BY_TEXT"
+    classes |= set(re.findall(r'\("[^"\n]+",\s*"([a-z_]+)"\)', by_text.group(1)))
+    for first, second in re.findall(r'kind = "([a-z_]+)" if [^\n]*\n?\s*else "([a-z_]+)"',
+                                    source):
+        classes |= {first, second}
+    return classes
+
+
+def test_every_collector_event_kind_is_explained():
+    kinds = emitted_event_kinds()
+    assert {"source_failed", "source_recovered", "gpu_unreadable", "gpu_missing", "gpu_back",
+            "outage_start", "outage_end", "spool_flushed", "spool_dropped"} <= kinds
+    rows = table_rows(section(TROUBLESHOOTING.read_text(), "Collector events"), "| kind |")
+    documented = {row[0].strip("`") for row in rows}
+    assert not kinds - documented, f"kinds not in the troubleshooting table: {kinds - documented}"
+
+
+def test_every_source_failure_class_is_explained():
+    classes = failure_classes()
+    assert {"gpu_lost", "device_handle", "no_devices", "driver_mismatch", "driver_unreachable",
+            "nvml_init", "timeout", "still_running", "empty_output", "malformed_xml", "no_gpus",
+            "not_found", "not_executable", "exit_status"} <= classes
+    rows = table_rows(section(TROUBLESHOOTING.read_text(), "source_failed failure classes"),
+                      "| class |")
+    documented = {row[0].strip("`") for row in rows}
+    assert not classes - documented, f"classes not explained: {classes - documented}"
+
+
+def test_every_exit_code_is_explained():
+    from gpu_telemetry import errors
+
+    codes = {value for name, value in vars(errors).items()
+             if name.startswith("EXIT_") and isinstance(value, int)}
+    assert {0, 2, 69, 75, 78} <= codes
+    text = section(TROUBLESHOOTING.read_text(), "Exit statuses")
+    documented = {int(row[0]) for row in table_rows(text, "| code |")}
+    assert not codes - documented, f"exit codes not explained: {sorted(codes - documented)}"
+
+
+def help_exit_codes(help_output: str) -> set[int]:
+    codes = {int(code) for code in re.findall(r"\(exit (\d+)\)", help_output)}
+    for paragraph in re.split(r"\n\s*\n", help_output):
+        if "Exit status" in paragraph:
+            tail = paragraph.split("Exit status", 1)[1]
+            codes |= {int(code) for code in re.findall(r"(?<![\w.=-])(\d{1,3})(?![\w.%])", tail)}
+    return codes
+
+
+def test_every_commands_exit_statuses_are_explained():
+    text = section(TROUBLESHOOTING.read_text(), "Exit statuses")
+    rows = {row[0].strip("`"): row[1] for row in table_rows(text, "| command |")}
+    problems = []
+    for path in sorted((REPO_ROOT / "bin").iterdir()):
+        if not path.is_file():
+            continue
+        if path.name not in rows:
+            problems.append(f"{path.name}: no row")
+            continue
+        if path.name == "uv.sh":
+            continue  # --help is uv's
+        row_codes = {int(code) for code in re.findall(r"(?<![\w.-])(\d{1,3})(?![\w%])",
+                                                      rows[path.name])}
+        missing = help_exit_codes(help_text(path.name)) - row_codes
+        if missing:
+            problems.append(f"{path.name}: exit {sorted(missing)} in --help, not in the row")
+    assert not problems, "\n".join(problems)
+
+
+def literal_parts(shell_string: str) -> list[str]:
+    """The fixed text of a double-quoted shell string, between its expansions."""
+    return re.split(r"\$\{[^}]*\}|\$\(.*\)|\$[A-Za-z_][A-Za-z0-9_]*", shell_string)
+
+
+def appended_lines(script: str, array: str) -> list[str]:
+    """The double-quoted strings appended with ARRAY+=("..."), `$( ... )` inside included."""
+    found = []
+    for match in re.finditer(rf"\b{array}\+=\(\"", script):
+        index, depth, text = match.end(), 0, []
+        while index < len(script):
+            char = script[index]
+            if script.startswith("$(", index):
+                depth += 1
+                text.append("$(")
+                index += 2
+                continue
+            if depth and char == ")":
+                depth -= 1
+            elif not depth and char == "\\":
+                text.append(script[index:index + 2])
+                index += 2
+                continue
+            elif not depth and char == '"':
+                break
+            text.append(char)
+            index += 1
+        found.append("".join(text))
+    return found
+
+
+def test_every_health_check_line_is_explained():
+    script = (REPO_ROOT / "bin" / "host_healthcheck.sh").read_text()
+    text = section(TROUBLESHOOTING.read_text(), "Health-check lines")
+    fails, warns = appended_lines(script, "FAILS"), appended_lines(script, "WARNS")
+    assert len(fails) >= 4 and len(warns) >= 8
+    problems = []
+    for prefix, lines in (("FAIL: ", fails), ("WARN: ", warns)):
+        for line in lines:
+            parts = literal_parts(line)
+            if parts[0].strip() and prefix + parts[0] not in text:
+                problems.append(f"{prefix}{parts[0]!r}")
+            problems += [f"{prefix}... {part!r}" for part in parts
+                         if len(part.strip()) >= 4 and part not in text]
+    assert not problems, "health-check lines not in the troubleshooting page:\n" + \
+        "\n".join(problems)
+
+
+def test_every_quarantine_reason_is_explained():
+    code = "\n".join((REPO_ROOT / "gpu_telemetry" / name).read_text()
+                     for name in ("sample.py", "spool.py"))
+    reasons = re.findall(r'InvalidSample\(f?"([^"]+)"', code)
+    assert len(reasons) >= 10
+    text = section(TROUBLESHOOTING.read_text(), "Quarantined spool files")
+    missing = [reason for reason in reasons
+               for part in re.split(r"\{[^}]*\}", reason)
+               if len(part.strip(" ,:()'")) >= 6 and part.strip() not in text]
+    assert not missing, f"quarantine reasons not explained: {missing}"
+    assert "spool/bad/" in text and ".reason" in text
+
+
+# --- (d) the runbook's order ---------------------------------------------------------------------
+
+RUNBOOK_ORDER = ("Pre-check", "Setup", "schema", "One-shot", "Continuous collection",
+                 "Status tags", "gpu-burn", "Checking results", "Spool and flush", "Recovery",
+                 "Troubleshooting", "Reset")
+
+
+def test_the_runbook_keeps_the_original_order():
+    headings = re.findall(r"^#{2,3} (.+)$", OPERATIONS.read_text(), re.M)
+    positions = []
+    for name in RUNBOOK_ORDER:
+        where = [index for index, heading in enumerate(headings) if name in heading]
+        assert where, f"no section heading with {name!r} in docs/operations.md"
+        positions.append(where[0])
+    assert positions == sorted(positions), list(zip(RUNBOOK_ORDER, positions, strict=True))
+    # The original runbook has these sections in this order too (when it is at hand).
+    original = REPO_ROOT.parent / "shared" / "original-runbook.md"
+    if original.exists():
+        original_headings = re.findall(r"^#{2,3} (.+)$", original.read_text(), re.M)
+        marks = ["Pre-check", "Setup", "schema", "one-shot", "Continuous collection",
+                 "Status tags", "gpu-burn", "Verify results", "Spool and flush", "Recovery",
+                 "Troubleshooting", "Reset"]
+        first = [next(i for i, heading in enumerate(original_headings) if mark in heading)
+                 for mark in marks]
+        assert first == sorted(first)
+
+
+def test_the_runbook_covers_roles_retention_and_the_fleet():
+    text = OPERATIONS.read_text()
+    for needle in ("--writer-role gpu_writer --reader-role grafana_reader", "WRITER_PGPASSWORD",
+                   "READER_PGPASSWORD", "chmod 600 .env", "RETENTION_DAYS", "17,280", "86,400",
+                   "docs/performance.md", "grafana/README.md", "report_run.py"):
+        assert needle in text, needle
+
+
+# --- (e) the runbook's paths without a GPU, as written ------------------------------------------
+
+def runbook_blocks(heading_re: str) -> list[str]:
+    return shell_blocks(section(OPERATIONS.read_text(), heading_re))
+
+
+def documented_environment(tmp_path: Path, db_env: dict[str, str]) -> dict[str, str]:
+    """What an operator's shell has after the runbook's setup: the database in the process
+    environment (so no .env of the developer's changes the outcome), a reader.env under HOME,
+    `uv` on PATH (here: `uv run X` is this interpreter, which is the project's environment)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    uv = bin_dir / "uv"
+    uv.write_text(f'#!/bin/sh\n[ "$1" = run ] && shift\nexec "{sys.executable}" "$@"\n')
+    uv.chmod(0o755)
+    home = tmp_path / "home"
+    config_dir = home / ".config" / "gpu-telemetry"
+    config_dir.mkdir(parents=True)
+    connection = "".join(f"{key}={value}\n" for key, value in db_env.items())
+    for name in ("reader.env", "owner.env"):
+        (config_dir / name).write_text(connection)
+        (config_dir / name).chmod(0o600)
+    env = {key: value for key, value in os.environ.items()
+           if key not in config_module.DEFAULTS and not key.startswith(("PG", "NVSMI_STANDIN_"))}
+    env.update({key: "" for key in config_module.DEFAULTS})
+    env.update({"PGPASSWORD": "", "PGSSLMODE": "prefer", "PGCONNECT_TIMEOUT": "5"})
+    env.update(db_env)
+    env.update({
+        "HOME": str(home),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "STATUS_FILE": str(tmp_path / "status.json"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    })
+    return env
+
+
+def run_block(block: str, env: dict[str, str], tmp_path: Path,
+              timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    script = "set -euo pipefail\n" + block.replace("/tmp/", f"{tmp_path}/")
+    return subprocess.run(["bash", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_without_a_gpu_as_written(tmp_path, db):
+    blocks = runbook_blocks(r"\d+\. Without a GPU")
+    quick = blocks[0]
+    failures = next(block for block in blocks if "NVSMI_STANDIN_MODE=gpu_lost" in block)
+    env = documented_environment(tmp_path, db.env)
+    result = run_block(quick, env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "stored 1 of 1 GPU rows" in output and "stopped after" in output, output
+    for picture in ("stand-in-plot.png", "stand-in-report.png"):
+        assert (tmp_path / "gpu-burn" / picture).stat().st_size > 0
+    report = (tmp_path / "gpu-burn" / "stand-in-report.md").read_text()
+    run_id = re.search(r"gpuburn-\d{8}-\d{6}", report).group(0)
+    with db.connect() as conn:
+        idle, bench = conn.execute(
+            "SELECT min(temp_c) FILTER (WHERE status_tag = 'idle'),"
+            "       max(temp_c) FILTER (WHERE status_tag = 'bench')"
+            " FROM telemetry.gpu_telemetry WHERE run_id = %s", (run_id,)).fetchone()
+    assert idle is not None and bench is not None and bench >= idle + 25, (idle, bench)
+
+    lost, dual = [line for line in failures.splitlines() if "collect_once.py" in line]
+    assert "NVSMI_STANDIN_MODE=gpu_lost" in lost and "dual_2080" in dual
+    result = run_block(lost, env, tmp_path, timeout=60)
+    assert result.returncode == 69 and "GPU is lost" in result.stderr, result.stderr
+    result = run_block(dual, env, tmp_path, timeout=60)
+    assert result.returncode == 0 and result.stdout.count('"gpu_uuid"') == 2, result.stderr
+    with db.connect() as conn:
+        kinds = [row[0] for row in conn.execute("SELECT kind FROM telemetry.collector_events")]
+    assert "source_failed" in kinds
+
+
+def test_the_spool_demonstration_as_written(tmp_path, db):
+    blocks = runbook_blocks(r"\d+\. Spool and flush")
+    demo = next(block for block in blocks if "PGPORT=1" in block)
+    spool_line, _, flush_line = demo.strip().splitlines()
+    env = documented_environment(tmp_path, db.env)
+    env["NVIDIA_SMI"] = str(REPO_ROOT / "tests" / "stand_ins" / "nvidia-smi")
+    result = run_block(spool_line, env, tmp_path, timeout=60)
+    assert result.returncode == 75 and "sample spooled to" in result.stderr, result.stderr
+    assert len(list((tmp_path / "spool").glob("*.json"))) == 1
+    result = run_block(flush_line, env, tmp_path, timeout=60)
+    assert result.returncode == 0 and "flushed 1 samples" in result.stdout, result.stderr
+    assert not list((tmp_path / "spool").glob("*.json"))
