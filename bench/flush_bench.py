@@ -188,6 +188,59 @@ def machine(server: PgServer) -> str:
             f"PostgreSQL {version} ({settings})")
 
 
+def run_figures(samples: int, repeat: int, durable: bool = False
+                ) -> tuple[dict[str, float], str]:
+    """The median seconds of floor, ours and original, and the machine line."""
+    work = Path(tempfile.mkdtemp(prefix="flush-bench-"))
+    server = PgServer()
+    try:
+        server.start()
+        if durable:
+            with admin(server) as conn:
+                for name in ("fsync", "full_page_writes", "synchronous_commit"):
+                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = on").format(sql.Identifier(name)))
+                conn.execute("SELECT pg_reload_conf()")
+        make_template(server)
+        print(f"writing {samples} spool files ...", file=sys.stderr)
+        master = write_master_spool(work / "master", samples)
+        spool_dir = work / "spool"
+        figures: list[tuple[str, Callable]] = [
+            ("floor", run_floor), ("ours", run_ours), ("original", run_original)]
+        medians: dict[str, float] = {}
+        expected_rows = 2 * samples
+        for name, run in figures:
+            times = []
+            for repetition in range(repeat):
+                restock(master, spool_dir)
+                dbname = fresh_database(server, f"flush_bench_{name}_{repetition}")
+                elapsed, rows = run(server, dbname, spool_dir)
+                if rows != expected_rows:
+                    sys.exit(f"{name}: {rows} rows, expected {expected_rows}")
+                times.append(elapsed)
+                print(f"{name} #{repetition + 1}: {elapsed:.3f} s", file=sys.stderr)
+            medians[name] = statistics.median(times)
+        return medians, machine(server)
+    finally:
+        server.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(quick: bool = False) -> list[dict]:
+    """Rows for bench/run_all.py; information only: the targets are recovery_bench.py's, on the
+    24-hour, 8-GPU backlog."""
+    samples = 2000 if quick else 5000
+    medians, _ = run_figures(samples, 1 if quick else 3)
+    floor, ours, original = medians["floor"], medians["ours"], medians["original"]
+    return [
+        {"figure": f"flush: {samples:,} files x 2 GPUs, s (baseline: floor)",
+         "ours": round(ours, 3), "baseline": round(floor, 3),
+         "ratio": f"{ours / floor:.2f}x of floor", "target": "-", "pass": None},
+        {"figure": f"flush: {samples:,} files x 2 GPUs, s (baseline: a COMMIT per file)",
+         "ours": round(ours, 3), "baseline": round(original, 3),
+         "ratio": f"{original / ours:.1f}x faster", "target": "-", "pass": None},
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -202,47 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples < 1 or args.repeat < 1:
         parser.error("--samples and --repeat must be at least 1")
 
-    work = Path(tempfile.mkdtemp(prefix="flush-bench-"))
-    server = PgServer()
-    try:
-        server.start()
-        if args.durable:
-            with admin(server) as conn:
-                for name in ("fsync", "full_page_writes", "synchronous_commit"):
-                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = on").format(sql.Identifier(name)))
-                conn.execute("SELECT pg_reload_conf()")
-        make_template(server)
-        print(f"writing {args.samples} spool files ...", file=sys.stderr)
-        master = write_master_spool(work / "master", args.samples)
-        spool_dir = work / "spool"
-        figures: list[tuple[str, Callable]] = [
-            ("floor", run_floor), ("ours", run_ours), ("original", run_original)]
-        medians: dict[str, float] = {}
-        expected_rows = 2 * args.samples
-        for name, run in figures:
-            times = []
-            for repetition in range(args.repeat):
-                restock(master, spool_dir)
-                dbname = fresh_database(server, f"flush_bench_{name}_{repetition}")
-                elapsed, rows = run(server, dbname, spool_dir)
-                if rows != expected_rows:
-                    sys.exit(f"{name}: {rows} rows, expected {expected_rows}")
-                times.append(elapsed)
-                print(f"{name} #{repetition + 1}: {elapsed:.3f} s", file=sys.stderr)
-            medians[name] = statistics.median(times)
-
-        floor, original = medians["floor"], medians["original"]
-        print(f"\n{args.samples} samples x 2 GPUs = {expected_rows} rows, "
-              f"median of {args.repeat}, batch {BATCH_SAMPLES}\n")
-        print("| figure   | seconds | samples/s | vs floor | vs original |")
-        print("|----------|--------:|----------:|---------:|------------:|")
-        for name, seconds in medians.items():
-            print(f"| {name:<8} | {seconds:7.3f} | {args.samples / seconds:9.0f} "
-                  f"| {seconds / floor:7.2f}x | {seconds / original:10.2f}x |")
-        print(f"\n{machine(server)}")
-    finally:
-        server.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
+    medians, machine_line = run_figures(args.samples, args.repeat, args.durable)
+    floor, original = medians["floor"], medians["original"]
+    expected_rows = 2 * args.samples
+    print(f"\n{args.samples} samples x 2 GPUs = {expected_rows} rows, "
+          f"median of {args.repeat}, batch {BATCH_SAMPLES}\n")
+    print("| figure   | seconds | samples/s | vs floor | vs original |")
+    print("|----------|--------:|----------:|---------:|------------:|")
+    for name, seconds in medians.items():
+        print(f"| {name:<8} | {seconds:7.3f} | {args.samples / seconds:9.0f} "
+              f"| {seconds / floor:7.2f}x | {seconds / original:10.2f}x |")
+    print(f"\n{machine_line}")
     return 0
 
 
