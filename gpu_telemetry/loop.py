@@ -15,6 +15,7 @@ import math
 import os
 import select
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +31,8 @@ from gpu_telemetry.sample import default_host, event, now_utc, validate_sample
 from gpu_telemetry.spool import SpoolBusy, SpoolCap, pending_files, spool_lock, write_spool
 from gpu_telemetry.store import connect, first_line, insert_samples, last_raw_times
 
-MAX_RECONNECT_BACKOFF_SEC = 30.0
+MAX_RECONNECT_BACKOFF_SEC = 10.0
+CONNECT_WAIT_SEC = 1.0
 BACKLOG_CHECK_EVERY_SEC = 60.0
 
 
@@ -55,6 +57,37 @@ def _reading_line(gpus: list[dict]) -> str:
         for g in gpus) or "no GPU"
 
 
+class _Connect(threading.Thread):
+    """One connection attempt, off the sampling thread."""
+
+    def __init__(self):
+        super().__init__(name="connect", daemon=True)
+        self.conn: psycopg.Connection | None = None
+        self.error: DatabaseUnavailable | None = None
+        self._abandoned = False
+        self._lock = threading.Lock()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            conn = connect()
+        except DatabaseUnavailable as exc:
+            self.error = exc
+            return
+        with self._lock:
+            if self._abandoned:
+                conn.close()
+            else:
+                self.conn = conn
+
+    def abandon(self) -> None:
+        """The loop is stopping: a connection that arrives later is closed, not kept."""
+        with self._lock:
+            self._abandoned = True
+            if self.conn is not None:
+                self.conn.close()
+
+
 class CollectorLoop:
     def __init__(self, config: Config, interval_sec: float, *, quiet: bool = False,
                  host: str | None = None):
@@ -63,6 +96,7 @@ class CollectorLoop:
         self.quiet = quiet
         self.host = host or default_host()
         self.conn: psycopg.Connection | None = None
+        self._connecting: _Connect | None = None
         self.next_connect = 0.0
         self.backoff = 1.0
         self.down_reason = "database not connected yet"
@@ -132,6 +166,8 @@ class CollectorLoop:
         return 0
 
     def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.abandon()
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.close()
@@ -228,18 +264,25 @@ class CollectorLoop:
     # -- the database and the spool --------------------------------------------------------
 
     def _connection(self) -> psycopg.Connection | None:
+        """The open connection, or None (the caller spools). Connecting runs in a thread: a
+        database host that does not answer holds a connect for PGCONNECT_TIMEOUT seconds,
+        and the schedule waits for it at most a fraction of a tick."""
         if self.conn is not None and not self.conn.closed and not self.conn.broken:
             return self.conn
-        now = time.monotonic()
-        if now < self.next_connect:
+        if self._connecting is None:
+            if time.monotonic() < self.next_connect:
+                return None
+            self._connecting = _Connect()
+        self._connecting.join(timeout=min(self.interval / 2, CONNECT_WAIT_SEC))
+        if self._connecting.is_alive():
             return None
-        try:
-            self.conn = connect()
-        except DatabaseUnavailable as exc:
-            self.down_reason = str(exc)
-            self.next_connect = now + self.backoff
+        attempt, self._connecting = self._connecting, None
+        if attempt.error is not None:
+            self.down_reason = str(attempt.error)
+            self.next_connect = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, MAX_RECONNECT_BACKOFF_SEC)
             return None
+        self.conn = attempt.conn
         self.backoff = 1.0
         self._seed_raw_times()
         return self.conn

@@ -42,7 +42,11 @@ def connect() -> psycopg.Connection:
     """A connection configured entirely by the PG* environment (and .pgpass / PGPASSFILE)."""
     # Autocommit, so that each `conn.transaction()` block is a real BEGIN ... COMMIT and never
     # a savepoint inside an implicit transaction left open by an earlier query.
-    kwargs: dict = {"application_name": "gpu-telemetry", "autocommit": True}
+    kwargs: dict = {"application_name": "gpu-telemetry", "autocommit": True,
+                    # A connection whose peer vanished (network cut, host down) is noticed in
+                    # seconds rather than after TCP's minutes of retransmission.
+                    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                    "keepalives_count": 3, "tcp_user_timeout": 15000}
     if not os.environ.get("PGCONNECT_TIMEOUT"):
         kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_SEC
     try:

@@ -242,3 +242,27 @@ def test_interval_needs_loop(tmp_path):
     assert result.returncode == 2 and "need --loop" in result.stderr
 
 
+
+
+def test_a_database_that_never_answers_does_not_hold_up_sampling(tmp_path, loops):
+    """A host that accepts the connection and then says nothing (a hung server, a half-open
+    network path) holds a connect for PGCONNECT_TIMEOUT; the ticks must not wait for it."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+    try:
+        env = base_env(tmp_path, {"PGHOST": "127.0.0.1", "PGPORT": str(silent.getsockname()[1]),
+                                  "PGUSER": "postgres", "PGDATABASE": "postgres"},
+                       PGCONNECT_TIMEOUT="3")
+        loop = start(loops, tmp_path, env, "--interval", "0.2")
+        loop.wait_for_calls(20)
+        assert loop.stop() == 0
+    finally:
+        silent.close()
+    calls = loop.calls()
+    gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+    assert max(gaps) < 0.2 + 1.2, gaps  # at most the short wait for a connect, never 3 s
+    assert len(spool_files(tmp_path)) == len(calls)  # every sample kept
+    assert "spooling samples to" in loop.output()
