@@ -313,7 +313,8 @@ class CollectorLoop:
             except psycopg.Error as exc:
                 self._drop_connection(exc)
             else:
-                self.say(f"stored {_reading_line(sample['gpus'])}")
+                if not self.quiet:
+                    self.say(f"stored {_reading_line(sample['gpus'])}")
                 self._after_success(conn)
                 return
         self._spool(taken)

@@ -212,8 +212,20 @@ def test_raw_json_is_the_gpu_element():
     assert raw["uuid"] == "GPU-12345678-aaaa-bbbb-cccc-0123456789ab"
     assert raw["temperature"]["gpu_temp"] == "15 C"
     assert "supported_clocks" not in raw  # static and most of the document: left out
-    full = element_to_json(reading.elements[uuid], left_out=frozenset())
-    assert isinstance(full["supported_clocks"]["supported_mem_clock"], list)
+    assert isinstance(raw["clocks_event_reasons"], dict)
+    assert raw["processes"] is None or isinstance(raw["processes"], dict)
+
+
+def test_supported_clocks_are_cut_before_parsing_and_a_torn_list_still_fails():
+    doc = read("tesla-t4.xml")
+    assert doc.count(b"<supported_clocks>") == 1
+    reading = parse_document(doc)
+    element = next(iter(reading.elements.values()))
+    assert element.find("supported_clocks") is None and element.find("max_clocks") is not None
+    torn = doc[: doc.index(b"</supported_clocks>")]
+    with pytest.raises(SourceError) as caught:
+        parse_document(torn)
+    assert caught.value.kind == "malformed_xml"
 
 
 def test_field_columns_are_unique_and_named_with_units():
