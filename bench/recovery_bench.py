@@ -64,6 +64,7 @@ from bench.flush_bench import (  # noqa: E402
     restock,
 )
 from bench.flush_bench import run_original as run_per_file  # noqa: E402
+from bench.storage_bench import ORIGINAL_SCHEMA  # noqa: E402
 from gpu_telemetry.parser import element_to_json, parse_document  # noqa: E402
 from gpu_telemetry.sample import COLUMN_TYPES, new_sample  # noqa: E402
 from gpu_telemetry.spool import _file_stem, pending_files, read_spool_file  # noqa: E402
@@ -84,27 +85,6 @@ QUICK_SAMPLES = 6_000
 FLOOR_TARGET = 2.0      # ours at most 2x the floor
 ORIGINAL_TARGET = 6.0   # ours at least 6x faster than the original
 
-# The original layout (the same as bench/storage_bench.py's): a serial key, the few
-# --query-gpu columns, the whole XML as jsonb on every row, three secondary indexes.
-ORIGINAL_SCHEMA = """
-CREATE SCHEMA original;
-CREATE TABLE original.gpu_telemetry (
-    id           bigserial PRIMARY KEY,
-    ts           timestamptz NOT NULL,
-    host         text NOT NULL,
-    gpu_name     text,
-    gpu_uuid     text,
-    pci_bus_id   text,
-    temp_c       integer,
-    power_draw_w double precision,
-    status_tag   text,
-    status_memo  text,
-    raw_json     jsonb
-);
-CREATE INDEX ON original.gpu_telemetry (ts);
-CREATE INDEX ON original.gpu_telemetry (host, ts);
-CREATE INDEX ON original.gpu_telemetry (status_tag, ts);
-"""
 ORIGINAL_COLUMNS = ("ts", "host", "gpu_name", "gpu_uuid", "pci_bus_id", "temp_c",
                     "power_draw_w", "status_tag", "status_memo", "raw_json")
 _ORIGINAL_INSERT = (f"INSERT INTO original.gpu_telemetry ({', '.join(ORIGINAL_COLUMNS)})"
