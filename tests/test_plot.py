@@ -219,3 +219,23 @@ def test_a_role_that_may_not_read_gets_one_line_and_exit_77(db, tmp_path):
         with db.connect() as conn:
             conn.execute("DROP OWNED BY plot_no_read")
             conn.execute("DROP ROLE plot_no_read")
+
+
+@pytest.mark.parametrize(("args", "where"), [
+    (["--status-tag", "bench"], "status_tag = 'bench'"),
+    (["--exclude-status-tag", "bench"], "status_tag <> 'bench'"),
+    (["--exclude-prod", "--exclude-status-tag", "idle"], "status_tag NOT IN ('prod', 'idle')"),
+    (["--include-memo", "FAN=25%", "--include-memo", "nothing"], "status_memo ILIKE '%%fan=25%%'"),
+    (["--exclude-memo", "BASELINE"], "status_memo NOT ILIKE '%%baseline%%'"),
+    (["--gpu", "1"], "gpu_index = 1"),
+    (["--gpu", "02:00.0", "--gpu", "0"], "true"),
+    (["--run-id", "gpuburn-20260101-100000"], "run_id = 'gpuburn-20260101-100000'"),
+    (["--host", "x1ai"], "host = 'x1ai'"),
+])
+def test_every_command_line_filter_selects_what_it_says(two_days, tmp_path, args, where):
+    start, end = "2026-01-01T06:00:00+00:00", "2026-01-01T14:00:00+00:00"
+    result = run_plot(tmp_path, two_days, "--start", start, "--end", end,
+                      "--out", str(tmp_path / "f.png"), *args)
+    assert result.returncode == 0, result.stderr
+    expected = count(two_days, f"ts >= %s AND ts < %s AND {where}", (start, end))
+    assert f"({expected} samples," in result.stdout, (expected, result.stdout)
