@@ -208,8 +208,7 @@ def test_every_kind_of_bad_file_in_one_run(db, tmp_path):
 
 def test_non_utf8_byte_inside_a_string_keeps_the_sample(db, tmp_path):
     """read_spool_file decodes with errors="replace", like the XML parser: a stray byte in a memo
-    costs that character (U+FFFD), not the whole sample. (The flush brief expected quarantine;
-    this pins what the code deliberately does.)"""
+    costs that character (U+FFFD), not the whole sample: never lose a sample to bad input."""
     body = json.dumps({**sample(1), "status_memo": "fan=25% MEMO"}).encode()
     write_raw(tmp_path, "20260104000001-latin1.json", body.replace(b"MEMO", b"caf\xe9"))
     spool_samples(tmp_path, 1)
