@@ -62,14 +62,14 @@ from bench.flush_bench import (  # noqa: E402
     machine,
     make_template,
     restock,
+    run_floor,
 )
 from bench.flush_bench import run_original as run_per_file  # noqa: E402
 from bench.storage_bench import ORIGINAL_SCHEMA  # noqa: E402
 from gpu_telemetry.parser import element_to_json, parse_document  # noqa: E402
-from gpu_telemetry.sample import COLUMN_TYPES, new_sample  # noqa: E402
-from gpu_telemetry.spool import _file_stem, pending_files, read_spool_file  # noqa: E402
+from gpu_telemetry.sample import new_sample  # noqa: E402
+from gpu_telemetry.spool import _file_stem, pending_files  # noqa: E402
 from gpu_telemetry.status import Status  # noqa: E402
-from gpu_telemetry.store import ROW_COLUMNS  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 ONE_GPU_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "rtx-3080-v13.xml"
@@ -165,30 +165,6 @@ def write_original_spool(folder: Path, samples: int, document: bytes) -> list[Pa
 
 
 # -- the figures -----------------------------------------------------------------------------------
-
-def run_floor(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float, int]:
-    """Read, parse and validate every file, streaming its rows into one COPY; one COMMIT.
-    Streamed rather than loaded first (flush_bench's floor), so the floor does not pay for
-    holding 691,200 rows in memory: the lowest bar for ours."""
-    with psycopg.connect(**conninfo(server, dbname)) as conn:
-        conn.execute("CREATE UNLOGGED TABLE flush_floor (LIKE telemetry.gpu_telemetry)")
-        conn.commit()
-        started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(
-                f"COPY flush_floor ({', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
-            for path in pending_files(spool_dir):
-                sample = read_spool_file(path)
-                head = (sample["ts"], sample["host"], sample["status_tag"],
-                        sample["status_memo"], sample["run_id"])
-                for gpu in sample["gpus"]:
-                    raw = gpu["raw_json"]
-                    copy.write_row((*head, *(gpu[c] for c in COLUMN_TYPES),
-                                    Jsonb(raw) if raw is not None else None))
-        conn.commit()
-        elapsed = time.perf_counter() - started
-        (rows,) = conn.execute("SELECT count(*) FROM flush_floor").fetchone()
-    return elapsed, rows
-
 
 def flush_command() -> list[str]:
     """bin/flush_spool.py as gpu-telemetry-flush.service starts it (uv run, frozen)."""

@@ -234,12 +234,7 @@ main() {
     esac
     shift
   done
-  if [[ -n $env_file ]]; then
-    [[ -f $env_file && -r $env_file ]] || die 78 "env file not found or unreadable: $env_file"
-    load_env_file "$env_file"
-  elif [[ -f $REPO_ROOT/.env ]]; then
-    load_env_file "$REPO_ROOT/.env"
-  fi
+  load_configuration "$env_file"
   NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
   [[ $NVIDIA_SMI != */* ]] || NVIDIA_SMI=$(from_repo "$NVIDIA_SMI")
   SPOOL_DIR=$(from_repo "${SPOOL_DIR:-spool}")

@@ -184,12 +184,7 @@ main() {
     fi
   done
 
-  if [[ -n $env_file ]]; then
-    [[ -f $env_file && -r $env_file ]] || die 78 "env file not found or unreadable: $env_file"
-    load_env_file "$env_file"
-  elif [[ -f $REPO_ROOT/.env ]]; then
-    load_env_file "$REPO_ROOT/.env"
-  fi
+  load_configuration "$env_file"
 
   PSQL=${PSQL:-psql}
   command -v "$PSQL" >/dev/null 2>&1 \

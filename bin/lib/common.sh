@@ -54,6 +54,18 @@ load_env_file() {
   done <"$file"
 }
 
+# The configuration: the env file given with --env (it must exist), else the repository's
+# .env when there is one.
+load_configuration() {
+  local env_file=$1
+  if [[ -n $env_file ]]; then
+    [[ -f $env_file && -r $env_file ]] || die 78 "env file not found or unreadable: $env_file"
+    load_env_file "$env_file"
+  elif [[ -f $REPO_ROOT/.env ]]; then
+    load_env_file "$REPO_ROOT/.env"
+  fi
+}
+
 # Relative paths in the configuration are taken from the repository root.
 from_repo() {
   if [[ $1 == /* ]]; then printf '%s\n' "$1"; else printf '%s\n' "$REPO_ROOT/$1"; fi
