@@ -187,3 +187,20 @@ SELECT
 FROM telemetry.gpu_telemetry
 WHERE NOT EXISTS (SELECT 1 FROM telemetry.gpu_telemetry_1m)
 GROUP BY 1, 2, 3, 4, 5, 6;
+
+-- The documented reset (TRUNCATE telemetry.gpu_telemetry) empties the rollup too, or long plots
+-- would go on drawing the data that was reset.
+CREATE OR REPLACE FUNCTION telemetry.gpu_telemetry_rollup_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, telemetry AS $$
+BEGIN
+    TRUNCATE telemetry.gpu_telemetry_1m;
+    RETURN NULL;
+EXCEPTION WHEN object_in_use THEN
+    -- TRUNCATE of both tables in one statement: the rollup is being emptied already.
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS gpu_telemetry_rollup_truncate ON telemetry.gpu_telemetry;
+CREATE TRIGGER gpu_telemetry_rollup_truncate AFTER TRUNCATE ON telemetry.gpu_telemetry
+    FOR EACH STATEMENT EXECUTE FUNCTION telemetry.gpu_telemetry_rollup_truncate();
