@@ -174,13 +174,35 @@ def run_original(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float,
     return elapsed, rows
 
 
-def machine(server: PgServer) -> str:
-    model = "unknown CPU"
+def cpu_model() -> str:
     with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
         for line in cpuinfo:
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def median_runs(server: PgServer, name: str, run: Callable, master: list[Path],
+                spool_dir: Path, repeat: int, expected_rows: int, prefix: str = "flush_bench"
+                ) -> tuple[float, list[float]]:
+    """Median seconds of `repeat` runs, each on a fresh database <prefix>_<name> (the last one
+    is left for the caller) and a restocked spool; a run that did not store exactly the
+    expected rows ends the benchmark."""
+    times = []
+    for repetition in range(repeat):
+        restock(master, spool_dir)
+        dbname = fresh_database(server, f"{prefix}_{name}")
+        elapsed, rows = run(server, dbname, spool_dir)
+        if rows != expected_rows:
+            sys.exit(f"{name}: {rows} rows, expected {expected_rows}")
+        times.append(elapsed)
+        print(f"{name} #{repetition + 1}: {elapsed:.3f} s ({rows} rows)", file=sys.stderr,
+              flush=True)
+    return statistics.median(times), times
+
+
+def machine(server: PgServer) -> str:
+    model = cpu_model()
     with admin(server) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
         settings = conn.execute(
@@ -209,19 +231,9 @@ def run_figures(samples: int, repeat: int, durable: bool = False
         spool_dir = work / "spool"
         figures: list[tuple[str, Callable]] = [
             ("floor", run_floor), ("ours", run_ours), ("original", run_original)]
-        medians: dict[str, float] = {}
-        expected_rows = 2 * samples
-        for name, run in figures:
-            times = []
-            for repetition in range(repeat):
-                restock(master, spool_dir)
-                dbname = fresh_database(server, f"flush_bench_{name}_{repetition}")
-                elapsed, rows = run(server, dbname, spool_dir)
-                if rows != expected_rows:
-                    sys.exit(f"{name}: {rows} rows, expected {expected_rows}")
-                times.append(elapsed)
-                print(f"{name} #{repetition + 1}: {elapsed:.3f} s", file=sys.stderr)
-            medians[name] = statistics.median(times)
+        medians = {name: median_runs(server, name, run, master, spool_dir, repeat,
+                                     2 * samples)[0]
+                   for name, run in figures}
         return medians, machine(server)
     finally:
         server.cleanup()

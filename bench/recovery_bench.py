@@ -38,13 +38,11 @@ import os
 import pty
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,9 +56,9 @@ from bench.flush_bench import (  # noqa: E402
     TEMPLATE,
     admin,
     conninfo,
-    fresh_database,
     machine,
     make_template,
+    median_runs,
     restock,
     run_floor,
 )
@@ -282,20 +280,6 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def median_runs(server: PgServer, name: str, run: Callable, master: list[Path],
-                spool_dir: Path, repeat: int, expected_rows: int) -> tuple[float, list[float]]:
-    times = []
-    for repetition in range(repeat):
-        restock(master, spool_dir)
-        dbname = fresh_database(server, f"recovery_{name}")
-        elapsed, rows = run(server, dbname, spool_dir)
-        if rows != expected_rows:
-            sys.exit(f"{name}: {rows} rows, expected {expected_rows}")
-        times.append(elapsed)
-        say(f"{name} #{repetition + 1}: {elapsed:.2f} s ({rows} rows)")
-    return statistics.median(times), times
-
-
 def run_bench(samples: int = FULL_SAMPLES, gpus: int = 8, repeat: int = 3,
               original_samples: int = 1000, per_file: bool = True,
               durable: bool = False) -> dict:
@@ -328,9 +312,9 @@ def run_bench(samples: int = FULL_SAMPLES, gpus: int = 8, repeat: int = 3,
                         "spool_mb": size / 1e6, "original_samples": original_samples,
                         "original_mb_per_file": original_size / original_samples / 1e6}
         result["floor"], result["floor_runs"] = median_runs(
-            server, "floor", run_floor, master, spool_dir, repeat, expected)
+            server, "floor", run_floor, master, spool_dir, repeat, expected, prefix="recovery")
         result["ours"], result["ours_runs"] = median_runs(
-            server, "ours", run_ours, master, spool_dir, repeat, expected)
+            server, "ours", run_ours, master, spool_dir, repeat, expected, prefix="recovery")
 
         # Idempotence: the same files again, into the database that already holds them; stderr
         # on a terminal, where the progress line must show.
@@ -353,13 +337,13 @@ def run_bench(samples: int = FULL_SAMPLES, gpus: int = 8, repeat: int = 3,
 
         original, original_runs = median_runs(
             server, "original", run_original, original_master, spool_dir, repeat,
-            original_samples * gpus)
+            original_samples * gpus, prefix="recovery")
         result["original_measured"] = original
         result["original_runs"] = original_runs
         result["original"] = original * samples / original_samples
         if per_file:
             result["per_file"], result["per_file_runs"] = median_runs(
-                server, "per-file", run_per_file, master, spool_dir, 1, expected)
+                server, "per-file", run_per_file, master, spool_dir, 1, expected, prefix="recovery")
         result["machine"] = machine(server)
     finally:
         server.cleanup()

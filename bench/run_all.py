@@ -28,6 +28,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.flush_bench import cpu_model  # noqa: E402
+
 
 def measure_plot(quick: bool) -> list[dict]:
     """bench/plot_bench.py as a command (it has no measure()); its verdict lines."""
@@ -72,12 +74,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[], Callable[[bool], list[dict]] | None]],
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     memory = ""
     with open("/proc/meminfo", encoding="utf-8") as meminfo:
         for line in meminfo:
