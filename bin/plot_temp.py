@@ -2,11 +2,17 @@
 """Plot GPU temperature (and other metrics) from PostgreSQL into a PNG.
 
 The range is reduced in SQL to about one point per pixel (min, max and mean per bucket), so the
-plotted maximum is the true maximum however long the range. Status periods are background
-bands, thermal and power slowdowns shaded strips, the slowdown temperature a dashed line.
-Exit status: 0 written (also when there is no data: the picture says so); 2 usage; 75
+plotted maximum is the true maximum however long the range; a short range draws every sample.
+Status periods are background bands, thermal and power slowdowns shaded strips, the slowdown
+temperature a dashed line, stretches without samples hatched. When a tag, memo or run filter
+selects the rows, the picture spans the samples found (--full-range keeps the whole range);
+--run-id alone draws the run with --margin minutes before and after. It prints one line: the
+path, the range drawn, the number of samples and the resolution.
+
+Exit status: 0 written (also when there is no data: the picture says so); 2 usage; 70
+internal error (a bug: --debug shows the traceback); 73 the PNG cannot be written there; 75
 database unreachable; 77 the database role may not read telemetry (use the reader role); 78
-configuration error.
+configuration error; 130 interrupted.
 """
 
 import argparse
@@ -19,6 +25,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from gpu_telemetry.cli import OneLineParser, add_common_options, run  # noqa: E402
 
+DEFAULT_MARGIN_MIN = 10.0
 METRIC_NAMES = ("temperature", "power", "sm_clock", "fan", "utilization", "memory_temperature")
 
 EXAMPLES = """\
@@ -30,6 +37,7 @@ examples:
       --out docs/images/gpu-temp-fan25.png
   uv run ./bin/plot_temp.py --run-id gpuburn-20260104-000000 --metric temperature \\
       --metric sm_clock --metric power
+  uv run ./bin/plot_temp.py --run-id gpuburn-20260104-000000 --margin 30
   uv run ./bin/plot_temp.py --hours 720 --gpu 0 --tz jst
 """
 
@@ -41,9 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     when = parser.add_argument_group("range")
     when.add_argument("--hours", type=float, metavar="H",
-                      help="the last H hours (default 6; with --end: the H hours before it)")
+                      help="the last H hours (default 6; with --end: the H hours before it; "
+                           "not with --start)")
     when.add_argument("--start", metavar="TIME", help="ISO 8601 start (no offset: in --tz)")
     when.add_argument("--end", metavar="TIME", help="ISO 8601 end (default: now)")
+    when.add_argument("--margin", type=float, metavar="MIN",
+                      help="with --run-id and no range: minutes drawn before and after the "
+                           f"run (default {DEFAULT_MARGIN_MIN:g})")
+    when.add_argument("--full-range", action="store_true",
+                      help="draw the whole range even when a tag, memo or run filter selects "
+                           "only part of it (default: span the samples found)")
     when.add_argument("--tz", metavar="ZONE",
                       help="time zone of the axis and of times without an offset: an IANA name "
                            "(Asia/Tokyo), or jst / utc (default: this machine's zone)")
@@ -61,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="leave out rows whose memo contains TEXT, any case (repeatable)")
     rows.add_argument("--gpu", action="append", default=[], metavar="GPU",
                       help="only this GPU: uuid, index or PCI bus id (repeatable)")
-    rows.add_argument("--run-id", metavar="ID", help="only rows of this run")
+    rows.add_argument("--run-id", metavar="ID",
+                      help="only rows of this run; without a range, the run's own span "
+                           "(with --margin) and its host's rows around it")
     picture = parser.add_argument_group("picture")
     picture.add_argument("--metric", action="append", choices=METRIC_NAMES, metavar="METRIC",
                          help="panel to draw, repeatable, stacked on one time axis: "
@@ -78,19 +95,19 @@ class _Fetch(threading.Thread):
     """Connect and query while the main thread imports matplotlib: the database works while
     Python imports."""
 
-    def __init__(self, filters, metrics, start, end, max_points):
+    def __init__(self, *arguments, **options):
         super().__init__(name="fetch-series", daemon=True)
-        self.arguments = (filters, metrics, start, end, max_points)
+        self.arguments, self.options = arguments, options
         self.series = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            from gpu_telemetry.series import fetch_series
+            from gpu_telemetry.series import fetch_plot
             from gpu_telemetry.store import connect
 
             with connect() as conn:
-                self.series = fetch_series(conn, *self.arguments)
+                self.series = fetch_plot(conn, *self.arguments, **self.options)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.error = exc
 
@@ -114,9 +131,28 @@ def describe(args, start, end, tz) -> str:
     return text + (f"  ({', '.join(chosen)})" if chosen else "")
 
 
+def check_options(parser: argparse.ArgumentParser, args) -> None:
+    """Options that contradict each other, or a value out of its range: exit 2, one line."""
+    if args.hours is not None and args.start:
+        parser.error("--hours and --start contradict each other: give --start (and --end), "
+                     "or --hours (with --end or up to now)")
+    explicit_range = bool(args.start or args.end or args.hours is not None)
+    if args.margin is not None:
+        if not args.run_id or explicit_range:
+            parser.error("--margin applies only to --run-id without --start/--end/--hours")
+        if not 0 <= args.margin <= 7 * 24 * 60:
+            parser.error(f"--margin must be 0 to 10080 minutes (a week), got {args.margin:g}")
+    if args.full_range and args.run_id and not explicit_range:
+        parser.error("--full-range needs a range (--start/--end/--hours); --run-id alone "
+                     "draws the run's own span")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_options(parser, args)
+
+    from datetime import timedelta
 
     from gpu_telemetry.series import Filters
     from gpu_telemetry.timerange import RangeError, resolve_range, zone
@@ -126,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         start, end = resolve_range(args.start, args.end, args.hours, tz)
     except RangeError as exc:
         parser.error(str(exc))
+    if args.run_id and not (args.start or args.end or args.hours is not None):
+        start = end = None  # the run decides
     exclude = list(args.exclude_status_tag) + (["prod"] if args.exclude_prod else [])
     args.exclude_status_tag = exclude
     filters = Filters(host=args.host, status_tags=tuple(args.status_tag),
@@ -133,26 +171,31 @@ def main(argv: list[str] | None = None) -> int:
                       exclude_memos=tuple(args.exclude_memo), gpus=tuple(args.gpu),
                       run_id=args.run_id)
     metrics = tuple(dict.fromkeys(args.metric or ["temperature"]))
+    # A run inside an explicit range keeps the range (to compare runs on one time axis).
+    fit = filters.selects_periods and not args.run_id and not args.full_range
+    margin = timedelta(minutes=DEFAULT_MARGIN_MIN if args.margin is None else args.margin)
 
     def body() -> int:
         from gpu_telemetry.config import load_config
 
         load_config(args.env)
-        from gpu_telemetry.series import MAX_POINTS
-
-        fetch = _Fetch(filters, metrics, start, end, MAX_POINTS)
+        fetch = _Fetch(filters, metrics, start, end, run_margin=margin, fit=fit)
         fetch.start()
         from gpu_telemetry.plotting import render  # matplotlib: imported while the query runs
 
         series = fetch.result()
         out = args.out.resolve()
-        render(series, out, title=args.title, tz=tz, description=describe(args, start, end, tz))
-        if series.empty:
-            print(f"wrote {out} (no data in this range for these filters)")
+        render(series, out, title=args.title, tz=tz,
+               description=describe(args, series.start, series.end, tz))
+        drawn = (f"{series.start.astimezone(tz).isoformat(timespec='seconds')} to "
+                 f"{series.end.astimezone(tz).isoformat(timespec='seconds')}")
+        if series.empty and args.run_id and start is None:
+            print(f"wrote {out}: no samples with run id {args.run_id}")
+        elif series.empty:
+            print(f"wrote {out}: {drawn}, no data in this range for these filters")
         else:
-            print(f"wrote {out} ({series.samples} samples, {len(series.gpus)} GPU(s), "
-                  f"{series.bucket_sec} s per point"
-                  f"{', from the one-minute rollup' if series.from_rollup else ''})")
+            print(f"wrote {out}: {drawn}, {series.samples} samples, {len(series.gpus)} GPU(s), "
+                  f"{series.resolution}")
         return 0
 
     return run(body, debug=args.debug, program="plot_temp.py")

@@ -4,6 +4,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SOURCE_FAILED = 69  # EX_UNAVAILABLE: nvidia-smi missing, failing, hung or unparsable
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; only reached with a traceback under --debug
+EXIT_CANT_CREATE = 73  # EX_CANTCREAT: a picture or report could not be written where asked
 EXIT_IO = 74  # EX_IOERR: the spool itself could not be written
 EXIT_SPOOLED = 75  # EX_TEMPFAIL: database unreachable, work kept on disk for later
 EXIT_NO_PERMISSION = 77  # EX_NOPERM: the database role may not do this
@@ -38,6 +39,13 @@ class SourceError(TelemetryError):
 
 class SpoolError(TelemetryError):
     exit_code = EXIT_IO
+
+
+class OutputError(TelemetryError):
+    """A PNG or report cannot be written where asked (a folder in the way, no permission, a
+    full disk); the message names the path and what the system said."""
+
+    exit_code = EXIT_CANT_CREATE
 
 
 class DatabaseUnavailable(TelemetryError):

@@ -8,10 +8,12 @@ rows only for the partial minutes at either end; short ranges read the raw rows.
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,6 +31,8 @@ METRICS: dict[str, str] = {
 }
 ROLLUP_BUCKET_SEC = 60
 MAX_POINTS = 1200  # about the width of a plot's drawing area in pixels
+GAP_STEPS = 3  # a gap is longer than this many sample intervals (or buckets)
+FIT_PAD = 0.02  # a picture fitted to the samples found is this much wider on each side
 
 _THERMAL = "(throttle_hw_thermal OR throttle_sw_thermal OR throttle_hw_slowdown)"
 _POWER = "(throttle_sw_power_cap OR throttle_hw_power_brake)"
@@ -46,6 +50,22 @@ class Filters:
     gpus: tuple[str, ...] = ()  # uuid, index or bus id (full or its bus:device.function end)
     run_id: str | None = None
 
+    @property
+    def selects_periods(self) -> bool:
+        """Whether the filters pick stretches of time (a tag, a memo, a run), not only GPUs."""
+        return bool(self.status_tags or self.exclude_tags or self.include_memos
+                    or self.exclude_memos or self.run_id)
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """Where a run lies: its first and last sample, and the hosts that recorded it."""
+
+    run_id: str
+    first: datetime
+    last: datetime
+    hosts: tuple[str, ...]
+
 
 @dataclass
 class GpuSeries:
@@ -62,6 +82,9 @@ class GpuSeries:
     power: list[bool] = field(default_factory=list)  # a power cap in the bucket
     slowdown_c: int | None = None
 
+    def has(self, metric: str) -> bool:
+        return any(value is not None for value in self.mean[metric])
+
     @property
     def label(self) -> str:
         return " ".join(part for part in (self.gpu_name, self.pci_bus_id) if part) or self.gpu_uuid
@@ -77,10 +100,46 @@ class Series:
     status: list[tuple[datetime, str | None]]  # the bucket's most common status tag
     samples: int
     from_rollup: bool
+    run: RunSpan | None = None  # set when the range was chosen to show this run
+    sample_sec: float | None = None  # how often the collector sampled these GPUs, if known
 
     @property
     def empty(self) -> bool:
         return not self.gpus
+
+    @property
+    def step_sec(self) -> float:
+        """The usual time between two points: the bucket, or the sample interval when the
+        samples are further apart than a bucket is wide (a short range)."""
+        if self.sample_sec is not None:
+            return max(self.bucket_sec, self.sample_sec)
+        steps = [(b - a).total_seconds() for gpu in self.gpus
+                 for a, b in itertools.pairwise(gpu.times)]
+        return max(self.bucket_sec, statistics.median(steps) if steps else 0)
+
+    @property
+    def gap_sec(self) -> float:
+        """A line breaks only where two points are further apart than this: an outage, not the
+        spacing of the samples."""
+        return GAP_STEPS * self.step_sec
+
+    @property
+    def every_sample(self) -> bool:
+        """Each point is one sample: nothing was reduced."""
+        return self.samples == sum(len(gpu.times) for gpu in self.gpus)
+
+    @property
+    def resolution(self) -> str:
+        if self.every_sample:
+            return f"every sample ({_seconds(self.step_sec)} apart)"
+        text = f"{_seconds(self.bucket_sec)} per point"
+        return text + (" from the one-minute rollup" if self.from_rollup else "")
+
+
+def _seconds(value: float) -> str:
+    if value >= 120 and value % 60 == 0:
+        return f"{value / 60:g} min"
+    return f"{value:.3g} s"
 
 
 def bucket_seconds(start: datetime, end: datetime, max_points: int) -> int:
@@ -193,11 +252,99 @@ def build_query(filters: Filters, metrics: tuple[str, ...], start: datetime, end
     return query, params, bucket, True
 
 
+def fetch_run(conn: psycopg.Connection, run_id: str, host: str | None = None) -> RunSpan | None:
+    """The run's first and last sample and its hosts, or None when no row has that run id."""
+    first, last, hosts = conn.execute(
+        "SELECT min(ts), max(ts), array_agg(DISTINCT host) FROM telemetry.gpu_telemetry"
+        " WHERE run_id = %s AND (%s::text IS NULL OR host = %s)", (run_id, host, host)).fetchone()
+    return None if first is None else RunSpan(run_id, first, last, tuple(sorted(hosts)))
+
+
+def fetch_extent(conn: psycopg.Connection, filters: Filters, start: datetime, end: datetime
+                 ) -> tuple[datetime, datetime] | None:
+    """The first and last sample in [start, end) that the filters select, or None.
+
+    The rollup finds the first and last minute holding such samples, so the two index scans of
+    the rows that follow start next to their answer however long the range."""
+    from psycopg import sql
+
+    conditions, params = _conditions(filters)
+    params.update(start=start, end=end, start_minute=start.replace(second=0, microsecond=0))
+    rollup_where = sql.SQL(" AND ").join(
+        [sql.SQL("bucket >= %(start_minute)s AND bucket < %(end)s"), *conditions])
+    lo, hi = conn.execute(sql.SQL(
+        "SELECT min(bucket), max(bucket) FROM telemetry.gpu_telemetry_1m WHERE {}"
+    ).format(rollup_where), params).fetchone()
+    if lo is None:
+        return None
+    params.update(lo=max(lo, start), hi=min(hi + timedelta(minutes=1), end))
+    found = []
+    for aggregate, bounds in (("min", "ts >= %(lo)s AND ts < %(end)s"),
+                              ("max", "ts >= %(start)s AND ts < %(hi)s")):
+        where = sql.SQL(" AND ").join([sql.SQL(bounds), *conditions])
+        found.append(conn.execute(sql.SQL("SELECT {}(ts) FROM telemetry.gpu_telemetry WHERE {}")
+                                  .format(sql.SQL(aggregate), where), params).fetchone()[0])
+    first, last = found
+    return None if first is None or last is None else (first, last)
+
+
+def fetch_plot(conn: psycopg.Connection, filters: Filters, metrics: tuple[str, ...],
+               start: datetime | None, end: datetime | None, *, run_margin: timedelta,
+               fit: bool, max_points: int = MAX_POINTS) -> Series:
+    """The series a picture draws, over the range it should show.
+
+    Without start and end (a run asked for by id, no range), the run's own span widened by
+    run_margin on both sides, with the rows of its hosts in that margin (the baseline before,
+    what came after). With fit, the span of the samples the filters select inside [start, end),
+    as the original plots did: a 30-minute run found in 24 hours fills the picture."""
+    run = None
+    if start is None or end is None:
+        run = fetch_run(conn, filters.run_id, filters.host)
+        if run is None:
+            now = datetime.now(UTC)
+            return assemble([], metrics, now - timedelta(hours=1), now, 1, False)
+        start, end = run.first - run_margin, run.last + run_margin + timedelta(microseconds=1)
+        if len(run.hosts) == 1:
+            filters = replace(filters, run_id=None, host=run.hosts[0])
+    elif fit:
+        extent = fetch_extent(conn, filters, start, end)
+        if extent is not None:
+            first, last = extent
+            pad = max((last - first) * FIT_PAD, timedelta(seconds=10))
+            start, end = max(start, first - pad), min(end, last + pad)
+    series = fetch_series(conn, filters, metrics, start, end, max_points)
+    series.run = run
+    return series
+
+
 def fetch_series(conn: psycopg.Connection, filters: Filters, metrics: tuple[str, ...],
                  start: datetime, end: datetime, max_points: int = MAX_POINTS) -> Series:
     query, params, bucket, from_rollup = build_query(filters, metrics, start, end, max_points)
     rows = conn.execute(query, params).fetchall()
-    return assemble(rows, metrics, start, end, bucket, from_rollup)
+    series = assemble(rows, metrics, start, end, bucket, from_rollup)
+    if not from_rollup and rows:
+        series.sample_sec = fetch_sample_interval(conn, filters, start, end)
+    return series
+
+
+def fetch_sample_interval(conn: psycopg.Connection, filters: Filters, start: datetime,
+                          end: datetime) -> float | None:
+    """The median time between two samples of one GPU, over the first rows of the range of
+    these GPUs whatever their status: three prod samples an hour apart are three samples of a
+    5 s collector, not a line with a one-hour step."""
+    from psycopg import sql
+
+    gpus_only = replace(filters, status_tags=(), exclude_tags=(), include_memos=(),
+                        exclude_memos=(), run_id=None)
+    conditions, params = _conditions(gpus_only)
+    params.update(start=start, end=end)
+    where = sql.SQL(" AND ").join([sql.SQL("ts >= %(start)s AND ts < %(end)s"), *conditions])
+    return conn.execute(sql.SQL(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY step) FROM ("
+        " SELECT extract(epoch FROM ts - lag(ts) OVER (PARTITION BY host, gpu_uuid ORDER BY ts))"
+        " AS step FROM (SELECT ts, host, gpu_uuid FROM telemetry.gpu_telemetry WHERE {}"
+        " ORDER BY ts LIMIT 2000) AS first_rows) AS steps WHERE step > 0"
+    ).format(where), params).fetchone()[0]
 
 
 def assemble(rows: list[tuple], metrics: tuple[str, ...], start: datetime, end: datetime,

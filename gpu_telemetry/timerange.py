@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+MAX_HOURS = 24 * 365 * 100
 ALIASES = {"jst": "Asia/Tokyo", "utc": "UTC", "z": "UTC"}
 
 
@@ -55,8 +56,11 @@ def resolve_range(start: str | None, end: str | None, hours: float | None, tz: Z
                   now: datetime | None = None) -> tuple[datetime, datetime]:
     """[start, end) from --start / --end / --hours: without --start, the last `hours` (6 by
     default) up to --end or now."""
-    if hours is not None and not 0 < hours < 24 * 365 * 100:
+    if hours is not None and not hours > 0:
         raise RangeError(f"--hours must be more than zero, got {hours:g}")
+    if hours is not None and hours > MAX_HOURS:
+        raise RangeError(f"--hours {hours:g} reaches back more than 100 years: at most "
+                         f"{MAX_HOURS} hours")
     end_at = parse_time(end, tz) if end else (now or datetime.now(UTC))
     start_at = (parse_time(start, tz) if start
                 else end_at - timedelta(hours=hours if hours is not None else 6))

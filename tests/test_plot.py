@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -146,9 +147,11 @@ def test_plot_renders_real_data_with_every_panel(two_days, tmp_path):
                       "--metric", "temperature", "--metric", "sm_clock", "--metric", "power",
                       "--metric", "fan", "--title", "P40 on the dock", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert f"wrote {out}" in result.stdout and "345600 samples, 2 GPU(s)" in result.stdout
+    assert (f"wrote {out}: 2026-01-01T09:00:00+09:00 to 2026-01-03T09:00:00+09:00, 345600 "
+            "samples, 2 GPU(s), 3 min per point from the one-minute rollup") in result.stdout
     image = png(out)
-    assert image.shape[0] > 4 * 300  # four stacked panels
+    # Three stacked panels: the fan's is left out, a P40 has none (fan_pct is NULL).
+    assert image.shape[0] == (1.6 + 3 * 3.2) * 100
     # The bench band (status colour) and the thermal strip are in the picture.
     pixels = np.round(image[:, :, :3] * 255).astype(int).reshape(-1, 3)
     colours = {tuple(px) for px in np.unique(pixels, axis=0)}
@@ -238,4 +241,278 @@ def test_every_command_line_filter_selects_what_it_says(two_days, tmp_path, args
                       "--out", str(tmp_path / "f.png"), *args)
     assert result.returncode == 0, result.stderr
     expected = count(two_days, f"ts >= %s AND ts < %s AND {where}", (start, end))
-    assert f"({expected} samples," in result.stdout, (expected, result.stdout)
+    assert f", {expected} samples," in result.stdout, (expected, result.stdout)
+
+
+# --- what the picture spans and draws, checked on the image --------------------------------------
+
+CURVE = (31, 119, 180)  # matplotlib's first colour: the first GPU's line
+
+
+def near(image: np.ndarray, colour, tolerance: int = 40) -> np.ndarray:
+    pixels = np.round(image[:, :, :3] * 255).astype(int)
+    return np.abs(pixels - np.array(colour)).sum(axis=2) <= tolerance
+
+
+def axes_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the first panel's drawing area, inside its black frame."""
+    dark = np.round(image[:, :, :3] * 255).sum(axis=2) < 240
+    spines = np.nonzero(dark.sum(axis=1) > 0.6 * image.shape[1])[0]
+    assert spines.size >= 2, "no panel frame in the picture"
+    top = spines[0]
+    bottom = spines[spines > top + 5][0]  # the same panel's lower edge
+    sides = np.nonzero(dark[top:bottom + 1].sum(axis=0) > 0.9 * (bottom - top))[0]
+    return top + 2, bottom - 2, sides.min() + 2, sides.max() - 2
+
+
+def curve_columns(image: np.ndarray, colour=CURVE) -> np.ndarray:
+    """The x pixels, inside the drawing area, where a line of that colour is drawn.
+
+    A thin line is blended with what lies under it (a status band), so a pixel counts when its
+    colour lies at least 40 % of the way from the column's background to the line's colour."""
+    top, bottom, left, right = axes_box(image)
+    pixels = np.round(image[top:bottom + 1, left:right + 1, :3] * 255)
+    background = np.median(pixels, axis=0)  # per column: the band, or white
+    towards = np.array(colour, dtype=float) - background
+    offset = pixels - background
+    share = (offset * towards).sum(axis=2) / np.maximum((towards ** 2).sum(axis=1), 1.0)
+    residual = np.linalg.norm(offset - share[:, :, None] * towards, axis=2)
+    drawn = (share >= 0.4) & (residual <= 30)
+    return np.nonzero(drawn.any(axis=0))[0]
+
+
+def longest_break(columns: np.ndarray) -> int:
+    return int(np.diff(columns).max()) - 1 if columns.size > 1 else 10 ** 6
+
+
+def drawn_range(stdout: str) -> tuple[datetime, datetime]:
+    match = re.search(r": (\S+) to (\S+), ", stdout)
+    assert match, stdout
+    return datetime.fromisoformat(match.group(1)), datetime.fromisoformat(match.group(2))
+
+
+@pytest.fixture(scope="module")
+def five_second_day(pg_server, template_db):
+    """A day of 5 s samples for two GPUs (the default interval), bench 10:00-10:30 UTC."""
+    with database_copy(pg_server, template_db, "test_plot_5s") as db:
+        with db.connect() as conn:
+            synthetic.load(conn, DAY, DAY + timedelta(days=1), step_sec=5)
+        yield db
+
+
+@pytest.mark.parametrize("minutes", [20, 32, 60])
+def test_short_ranges_of_5_s_samples_draw_an_unbroken_curve(five_second_day, tmp_path,
+                                                            minutes):
+    out = tmp_path / f"{minutes}.png"
+    start = DAY + timedelta(hours=10, minutes=5)
+    result = run_plot(tmp_path, five_second_day, "--start", start.isoformat(),
+                      "--end", (start + timedelta(minutes=minutes)).isoformat(), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    columns = curve_columns(png(out))
+    _, _, left, right = axes_box(png(out))
+    assert columns.size > 0.9 * (right - left), (minutes, columns.size, right - left)
+    assert longest_break(columns) <= 2, minutes
+    if minutes < 60:
+        assert "every sample (5 s apart)" in result.stdout, result.stdout
+
+
+def test_an_outage_breaks_the_line_and_is_shown(db, tmp_path):
+    with db.connect() as conn:
+        synthetic.load(conn, DAY, DAY + timedelta(minutes=10), step_sec=5)
+        synthetic.load(conn, DAY + timedelta(minutes=14), DAY + timedelta(minutes=24), step_sec=5)
+    out = tmp_path / "outage.png"
+    result = run_plot(tmp_path, db, "--start", DAY.isoformat(),
+                      "--end", (DAY + timedelta(minutes=24)).isoformat(), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    image = png(out)
+    columns = curve_columns(image)
+    _, _, left, right = axes_box(image)
+    width = right - left
+    # Four minutes of 24 are missing: one break of about a sixth of the width.
+    assert 0.12 * width < longest_break(columns) < 0.2 * width
+    assert near(image, (187, 187, 187), 10).sum() > 200  # the hatching of the gap
+
+
+def test_a_run_two_days_old_plotted_by_run_id_spans_the_run(db, tmp_path):
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    run_id = f"gpuburn-{day:%Y%m%d}-100000"
+    with db.connect() as conn:
+        synthetic.load(conn, day + timedelta(hours=8), day + timedelta(hours=13), step_sec=5)
+    out = tmp_path / "run.png"
+    result = run_plot(tmp_path, db, "--run-id", run_id, "--tz", "utc", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    first, last = day + timedelta(hours=10), day + timedelta(hours=10, minutes=30)
+    start, end = drawn_range(result.stdout)
+    assert start == first - timedelta(minutes=10), result.stdout
+    assert abs(end - (last + timedelta(minutes=10))) < timedelta(seconds=1), result.stdout
+    # The margin shows the host's rows around the run, not only the run's own.
+    expected = count(db, "ts >= %s AND ts <= %s", (start, last + timedelta(minutes=10)))
+    assert f"{expected} samples" in result.stdout, (expected, result.stdout)
+    image = png(out)
+    columns = curve_columns(image)
+    _, _, left, right = axes_box(image)
+    assert columns.size > 0.9 * (right - left) and longest_break(columns) <= 2
+    # The bench is the middle three fifths of the picture: its band is there.
+    bench = np.nonzero(near(image, (251, 224, 200), 6).any(axis=0))[0]
+    assert 0.55 < (bench.max() - bench.min()) / (right - left) < 0.65
+
+
+def test_run_id_with_a_range_keeps_the_range(two_days, tmp_path):
+    start, end = "2026-01-01T06:00:00+00:00", "2026-01-01T14:00:00+00:00"
+    result = run_plot(tmp_path, two_days, "--run-id", "gpuburn-20260101-100000", "--tz", "utc",
+                      "--start", start, "--end", end, "--out", str(tmp_path / "r.png"))
+    assert result.returncode == 0, result.stderr
+    assert drawn_range(result.stdout) == (datetime.fromisoformat(start),
+                                          datetime.fromisoformat(end))
+
+
+def test_an_unknown_run_id_says_so(db, tmp_path):
+    result = run_plot(tmp_path, db, "--run-id", "gpuburn-19990101-000000",
+                      "--out", str(tmp_path / "none.png"))
+    assert result.returncode == 0, result.stderr
+    assert "no samples with run id gpuburn-19990101-000000" in result.stdout
+
+
+def test_the_runbooks_memo_comparison_spans_the_run_it_selects(five_second_day, tmp_path):
+    out = tmp_path / "fan25.png"
+    end = (DAY + timedelta(days=1)).isoformat()
+    result = run_plot(tmp_path, five_second_day, "--hours", "24", "--end", end, "--exclude-prod",
+                      "--include-memo", "fan=25%", "--tz", "utc", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    start, stop = drawn_range(result.stdout)
+    bench_start, bench_end = DAY + timedelta(hours=10), DAY + timedelta(hours=10, minutes=30)
+    assert bench_start - timedelta(minutes=1) <= start <= bench_start, result.stdout
+    assert bench_end <= stop <= bench_end + timedelta(minutes=1), result.stdout
+    expected = count(five_second_day, "status_memo ILIKE '%%fan=25%%'")
+    assert f"{expected} samples" in result.stdout
+    image = png(out)
+    columns = curve_columns(image)
+    _, _, left, right = axes_box(image)
+    assert columns.size > 0.9 * (right - left) and longest_break(columns) <= 2
+    # --full-range keeps the 24 hours asked for: the run is a sliver of it.
+    result = run_plot(tmp_path, five_second_day, "--hours", "24", "--end", end, "--exclude-prod",
+                      "--include-memo", "fan=25%", "--full-range", "--out", str(out))
+    start, stop = drawn_range(result.stdout)
+    assert stop - start == timedelta(hours=24)
+    assert curve_columns(png(out)).size < 0.05 * (right - left)
+
+
+def test_three_scattered_samples_are_visible(db, tmp_path):
+    reading = parse_document((FIXTURES / "tesla-t4.xml").read_bytes())
+    with db.connect() as conn:
+        synthetic.load(conn, DAY, DAY + timedelta(hours=6), step_sec=60)
+        insert_samples(conn, [validate_sample({
+            "ts": (DAY + timedelta(hours=hour)).isoformat(), "host": "x1ai",
+            "status_tag": "prod", "status_memo": None, "run_id": None,
+            "gpus": reading.gpus}) for hour in (1, 3, 5.5)], raw_every_sec=600)
+    out = tmp_path / "prod.png"
+    result = run_plot(tmp_path, db, "--hours", "6", "--end", (DAY + timedelta(hours=6)).isoformat(),
+                      "--status-tag", "prod", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "3 samples" in result.stdout
+    start, end = drawn_range(result.stdout)
+    assert start < DAY + timedelta(hours=1) and end > DAY + timedelta(hours=5.5)
+    columns = curve_columns(png(out))
+    groups = np.split(columns, np.nonzero(np.diff(columns) > 2)[0] + 1)
+    assert len([g for g in groups if g.size >= 4]) == 3, columns
+
+
+def test_a_metric_no_gpu_reports_is_left_out(five_second_day, tmp_path):
+    """The synthetic P40s report no memory temperature (NULL), as most cards."""
+    out = tmp_path / "two.png"
+    window = ["--start", (DAY + timedelta(hours=10)).isoformat(),
+              "--end", (DAY + timedelta(hours=11)).isoformat(), "--out", str(out)]
+    result = run_plot(tmp_path, five_second_day, *window, "--metric", "temperature",
+                      "--metric", "memory_temperature", "--metric", "power")
+    assert result.returncode == 0, result.stderr
+    two_panels = png(out).shape[0]
+    result = run_plot(tmp_path, five_second_day, *window, "--metric", "temperature")
+    one_panel = png(out).shape[0]
+    assert two_panels - one_panel == pytest.approx(320, abs=2)  # one panel, not two, more
+    # Asked alone, the panel is drawn and says why it is empty.
+    result = run_plot(tmp_path, five_second_day, *window, "--metric", "memory_temperature")
+    assert result.returncode == 0, result.stderr
+    image = png(out)
+    top, bottom, left, right = axes_box(image)
+    middle = image[(top + bottom) // 2 - 15:(top + bottom) // 2 + 15, left:right]
+    assert near(middle, (102, 102, 102), 30).sum() > 100  # "not reported by this GPU"
+
+
+def drawn(db, tmp_path, start, end, metrics=("temperature",), filters=None):
+    from gpu_telemetry.plotting import render
+    from gpu_telemetry.timerange import zone
+
+    reduced = series(db, filters=filters, metrics=metrics, start=start, end=end)
+    return reduced, render(reduced, tmp_path / "drawn.png", title=None, tz=zone("utc"),
+                           description="test")
+
+
+def test_a_tag_set_status_refuses_is_named_in_the_legend(db, tmp_path):
+    reading = parse_document((FIXTURES / "tesla-t4.xml").read_bytes())
+    with db.connect() as conn:
+        insert_samples(conn, [validate_sample({
+            "ts": (DAY + timedelta(seconds=5 * i)).isoformat(), "host": "x1ai",
+            "status_tag": "weird" if i < 10 else "idle", "status_memo": None, "run_id": None,
+            "gpus": reading.gpus}) for i in range(20)], raw_every_sec=600)
+    _, picture = drawn(db, tmp_path, DAY, DAY + timedelta(minutes=2))
+    assert "status weird" in picture.legend and "status idle" in picture.legend
+
+
+def test_some_gpus_without_the_metric_are_named_in_the_panel(db, tmp_path):
+    a100 = parse_document((FIXTURES / "a100-sxm4-v12.xml").read_bytes()).gpus
+    with db.connect() as conn:
+        synthetic.load(conn, DAY, DAY + timedelta(minutes=5), step_sec=5)
+        insert_samples(conn, [validate_sample({
+            "ts": (DAY + timedelta(seconds=5 * i)).isoformat(), "host": "x1ai",
+            "status_tag": "idle", "status_memo": None, "run_id": None, "gpus": a100})
+            for i in range(60)], raw_every_sec=600)
+    reduced, picture = drawn(db, tmp_path, DAY, DAY + timedelta(minutes=5),
+                             metrics=("temperature", "memory_temperature", "fan"))
+    # The A100 reports a memory temperature, the P40s do not; none of them has a fan.
+    assert picture.panels == ("temperature", "memory_temperature")
+    assert [g.has("memory_temperature") for g in reduced.gpus].count(True) == 1
+
+
+@pytest.mark.parametrize(("values", "unit", "low", "high"), [
+    ([0, 0, 0], "%", 0, 100),
+    ([37, 100], "%", 0, 100),
+    ([50.0, 50.0], "W", 45, 55),
+    ([1531, 1531], "MHz", 1481, 1581),
+    ([40, 41], "°C", 38, 43),
+    ([30, 80], "°C", 30, 80),
+])
+def test_flat_series_get_a_readable_range(values, unit, low, high):
+    from gpu_telemetry.axes import readable_limits
+
+    bottom, top = readable_limits(values, unit)
+    assert bottom <= low and top >= high
+    assert top - bottom <= (high - low) * 1.2
+
+
+def test_no_value_gives_no_range():
+    from gpu_telemetry.axes import readable_limits
+
+    assert readable_limits([None, float("nan")], "°C") is None
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--hours", "100000000"], "more than 100 years"),
+    (["--hours", "-3"], "more than zero, got -3"),
+    (["--hours", "2", "--start", "2026-01-01T00:00:00Z"], "contradict"),
+    (["--margin", "5"], "--margin applies only to --run-id"),
+    (["--run-id", "x", "--hours", "3", "--margin", "5"], "--margin applies only"),
+    (["--run-id", "x", "--margin", "-1"], "got -1"),
+    (["--run-id", "x", "--full-range"], "--full-range needs a range"),
+])
+def test_contradictions_and_bad_values_say_what_is_wrong(tmp_path, args, words):
+    result = run_plot(tmp_path, None, *args)
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_output_that_cannot_be_written_exits_73(db, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = run_plot(tmp_path, db, "--hours", "1", "--out", str(tmp_path / "a-file" / "x.png"))
+    assert result.returncode == 73, result.stderr
+    assert "cannot write" in result.stderr and "a-file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
