@@ -6,8 +6,10 @@ share of the bench under each throttle reason, SM clock drop, mean power and deg
 Writes Markdown and a PNG beside it (default docs/reports/<run id or range>.md) and prints the
 paths; with --json prints the figures as JSON instead (files only when --out is given).
 
-Exit status: 0 done; 1 no rows for that run or range; 2 usage; 75 database unreachable;
-77 the database role may not read telemetry (use the reader role); 78 configuration error.
+Exit status: 0 done; 1 no rows for that run or range; 2 usage (a bad value, or options
+that contradict each other); 70 internal error (a bug: --debug shows the traceback); 73 the
+report or PNG cannot be written there; 75 database unreachable; 77 the database role may not
+read telemetry (use the reader role); 78 configuration error; 130 interrupted.
 """
 
 import argparse
@@ -32,6 +34,32 @@ examples:
                                   two runs side by side (fan 100 % vs 25 %)
   uv run ./bin/report_run.py --run-id gpuburn-20260104-000000 --gpu 01:00.0 --out /tmp/p40.md
 """
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what cannot mean one report (exit 2), saying which options or value."""
+    given = [name for name, value in (("--run-id", args.run_id), ("--start", args.start),
+                                      ("--compare", args.compare)) if value is not None]
+    if len(given) > 1:
+        parser.error(f"{' and '.join(given)} contradict each other: give one of --run-id, "
+                     "--start [--end] or --compare")
+    if args.end is not None and args.start is None:
+        parser.error(f"--end goes with --start, not with {given[0]}" if given
+                     else "--end needs --start")
+    if not given:
+        parser.error("say which run: --run-id RUN, --start TIME [--end TIME] or "
+                     "--compare RUN RUN")
+    for option, value in (("--run-id", args.run_id), ("--host", args.host),
+                          ("--gpu", args.gpu), *(("--compare", v) for v in args.compare or ())):
+        if value is not None and not value.strip():
+            parser.error(f"{option} is empty: give a value")
+    if args.compare and args.compare[0] == args.compare[1]:
+        parser.error(f"--compare needs two different runs, got {args.compare[0]} twice")
+    if args.out is not None and args.out.name in ("", ".."):
+        parser.error(f"--out {str(args.out)!r} names no file: give one, e.g. /tmp/report.md")
+    if args.out is not None and args.out.suffix.lower() == ".png":
+        parser.error(f"--out {args.out}: name the Markdown file (e.g. "
+                     f"{args.out.with_suffix('.md')}); the PNG is written beside it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,27 +93,32 @@ def main(argv: list[str] | None = None) -> int:
     add_common_options(parser)
     args = parser.parse_args(argv)
 
-    chosen = [name for name, value in (("--run-id", args.run_id), ("--start", args.start),
-                                       ("--compare", args.compare)) if value]
-    if len(chosen) != 1:
-        parser.error("give exactly one of --run-id, --start or --compare"
-                     + (f" (got {' and '.join(chosen)})" if chosen else ""))
-    if args.end and not args.start:
-        parser.error("--end needs --start")
+    check_options(parser, args)
     from gpu_telemetry.report import Selection, report_command
     from gpu_telemetry.timerange import RangeError, parse_time, zone
 
-    common = {"host": args.host, "gpu": args.gpu}
     try:
         tz = zone(args.tz)
-        if args.start:
-            start = parse_time(args.start, tz)
-            end = parse_time(args.end, tz) if args.end else datetime.now(tz) + timedelta(seconds=1)
     except RangeError as exc:
-        parser.error(str(exc))
-    if args.start:
-        if end <= start:
-            parser.error("--end must be after --start")
+        parser.error(f"--tz: {exc}")
+    common = {"host": args.host, "gpu": args.gpu}
+    if args.start is not None:
+        times = {}
+        for option, text in (("--start", args.start), ("--end", args.end)):
+            try:
+                times[option] = parse_time(text, tz) if text is not None else None
+            except RangeError as exc:
+                parser.error(f"{option}: {exc}")
+        start, end = times["--start"], times["--end"]
+        if end is None:
+            # A bench still running: its rows up to this second.
+            end = datetime.now(tz) + timedelta(seconds=1)
+            if end <= start:
+                parser.error(f"--start {args.start} is in the future (now is "
+                             f"{datetime.now(tz):%Y-%m-%dT%H:%M:%S%z} in {tz.key})")
+        elif end <= start:
+            parser.error(f"the range is empty: --end {args.end} is not after --start "
+                         f"{args.start}")
         selections = [Selection(start=start, end=end, **common)]
     else:
         selections = [Selection(run_id=run_id, **common)

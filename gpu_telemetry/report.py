@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -28,7 +29,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from gpu_telemetry import REPO_ROOT
-from gpu_telemetry.errors import ConfigError, DatabaseUnavailable, TelemetryError
+from gpu_telemetry.axes import note_not_reported, readable_limits
+from gpu_telemetry.errors import ConfigError, DatabaseUnavailable, OutputError, TelemetryError
 from gpu_telemetry.sample import COLUMN_TYPES
 from gpu_telemetry.store import connect, first_line
 from gpu_telemetry.thermal import Phase, ThermalSummary, analyse
@@ -478,7 +480,7 @@ def render_markdown(report: RunReport, tz: tzinfo, png_name: str | None) -> str:
                      f"{_when(first.bench[-1]['ts'], tz)}")
     lines.append("")
     if png_name:
-        lines += [f"![Temperature, SM clock and power of {md_text(report.title)}]"
+        lines += [f"![{_drawn(report.gpus)} of {md_text(report.title)}]"
                   f"({quote(png_name)})", ""]
     lines += metrics_table([(gpu.label, g) for gpu, g in zip(report.gpus, data["gpus"],
                                                                strict=True)])
@@ -506,7 +508,8 @@ def render_compare_markdown(reports: Sequence[RunReport], tz: tzinfo,
         lines.append(f"- {md_text(report.title)}{memo}{when}")
     lines.append("")
     if png_name:
-        lines += [f"![Temperature of {' and '.join(md_text(t) for t in titles)}]"
+        lines += [f"![{_drawn([g for r in reports for g in r.gpus])} of "
+                  f"{' and '.join(md_text(t) for t in titles)}]"
                   f"({quote(png_name)})", ""]
     lines += metrics_table(compare_columns(reports, tz)) + [""]
     notes = [f"{report.title}, {gpu.label}: {note}" for report in reports
@@ -538,6 +541,27 @@ def compare_columns(reports: Sequence[RunReport], tz: tzinfo) -> list[tuple[str,
 
 # ---------------------------------------------------------------- PNG
 
+DPI = 110
+# (column, axis label, unit, relative height): temperature on top and taller; SM clock and
+# power each on their own axis (on one twin axis 1600 MHz and 250 W land on the same line and
+# read as one).
+PANELS = (("temp_c", "temperature (°C)", "°C", 3.0),
+          ("clocks_sm_mhz", "SM clock (MHz)", "MHz", 1.3),
+          ("power_draw_w", "power (W)", "W", 1.3))
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel as drawn, so that a caller can tell what the picture shows without reading it
+    back: the metric's column, the y-range, the notes written in it and where it lies in the
+    PNG (left, top, right, bottom in pixels from the top left corner)."""
+
+    column: str
+    ylim: tuple[float, float]
+    notes: tuple[str, ...]
+    box_px: tuple[int, int, int, int]
+
+
 def _mpl_text(text: str) -> str:
     """Matplotlib reads $...$ as mathtext: a memo is shown as typed."""
     return text.replace("$", r"\$")
@@ -551,78 +575,148 @@ def _values(rows: Sequence[dict], column: str) -> list[float]:
     return [math.nan if row[column] is None else float(row[column]) for row in rows]
 
 
-def _figure(title: str):
-    """Temperature on top; SM clock and power below it, each on its own axis (on one twin axis
-    1600 MHz and 250 W land on the same line and read as one)."""
+def _rows(gpu: GpuRun) -> list[dict]:
+    return [*gpu.idle, *gpu.bench, *gpu.cool]
+
+
+def _reports(gpu: GpuRun, column: str) -> bool:
+    return any(row[column] is not None for row in _rows(gpu))
+
+
+def _panels(gpus: Sequence[GpuRun]) -> tuple[tuple, ...]:
+    """The panels some GPU of the picture has values for; the temperature alone, saying so,
+    when none has any."""
+    return tuple(p for p in PANELS if any(_reports(g, p[0]) for g in gpus)) or PANELS[:1]
+
+
+def _drawn(gpus: Sequence[GpuRun]) -> str:
+    """The picture's panels in words, for its alt text: "Temperature and power"."""
+    names = [label.split(" (")[0] for _, label, _, _ in _panels(gpus)]
+    words = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return words[0].upper() + words[1:]
+
+
+def _figure(title: str, panels: Sequence[tuple]):
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, (temp, clock, power) = plt.subplots(
-        3, 1, sharex=True, figsize=(11, 9), gridspec_kw={"height_ratios": [3, 1.3, 1.3]})
+    ratios = [panel[3] for panel in panels]
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False, dpi=DPI,
+                             figsize=(11, 1.4 + 1.35 * sum(ratios)),
+                             gridspec_kw={"height_ratios": ratios})
     fig.suptitle(_mpl_text(title), fontsize=12)
-    temp.set_ylabel("temperature (°C)")
-    clock.set_ylabel("SM clock (MHz)")
-    power.set_ylabel("power (W)")
-    power.set_xlabel("minutes since bench start")
-    for axis in (temp, clock, power):
+    for (_, label, _, _), (axis,) in zip(panels, axes, strict=True):
+        axis.set_ylabel(label)
         axis.grid(True, alpha=0.3)
-    return plt, fig, (temp, clock, power)
+    axes[-1][0].set_xlabel("minutes since bench start")
+    return plt, fig, {panel[0]: row[0] for panel, row in zip(panels, axes, strict=True)}
 
 
-def _finish(plt, fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _finish(plt, fig, axes: dict, values: dict[str, list[float]], path: Path
+            ) -> tuple[Panel, ...]:
+    """Set each panel's y-range, write the PNG and say what it shows."""
+    units = {column: unit for column, _, unit, _ in PANELS}
+    try:
+        for column, axis in axes.items():
+            limits = readable_limits(values[column], units[column])
+            if limits:
+                axis.set_ylim(*limits)
+            else:
+                axis.set_yticks([])  # no value at all: ticks around 0 would read as readings
+        fig.tight_layout()
+        with _writing(path):
+            fig.savefig(path, dpi=DPI)
+        height = fig.bbox.height
+        panels = []
+        for column, axis in axes.items():
+            box = axis.get_window_extent()
+            low, high = axis.get_ylim()
+            panels.append(Panel(column, (float(low), float(high)),
+                                tuple(text.get_text() for text in axis.texts),
+                                (round(box.x0), round(height - box.y1), round(box.x1),
+                                 round(height - box.y0))))
+        return tuple(panels)
+    finally:
+        plt.close(fig)
 
 
-def render_png(report: RunReport, path: Path) -> None:
+def _legend(top, axes: dict) -> None:
+    # Below the temperature curves there is room (they start and end at idle); a clock or
+    # power panel on top is too short for a fixed place.
+    top.legend(loc="lower center" if "temp_c" in axes else "best", fontsize=8)
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def render_png(report: RunReport, path: Path) -> tuple[Panel, ...]:
     title = f"Thermal report: {report.title}"
     if report.memo:
         title += f"\n{report.memo}"
-    plt, fig, axes = _figure(title)
-    temp, clock, power = axes
+    panels = _panels(report.gpus)
+    plt, fig, axes = _figure(title, panels)
+    top = next(iter(axes.values()))
+    values: dict[str, list[float]] = {column: [] for column in axes}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     first = report.gpus[0]
     origin = first.origin
+    fitted = False
     shades = (("idle before", first.idle, "0.5", 0.12), ("bench", first.bench, "tab:red", 0.08),
               ("cooling", first.cool, "tab:blue", 0.08))
     for name, rows, color, alpha in shades:
         if rows:
             start, end = _minutes([rows[0], rows[-1]], origin)
-            for axis in axes:
+            for axis in axes.values():
                 axis.axvspan(start, end, color=color, alpha=alpha, lw=0,
-                             label=name if axis is temp else None)
+                             label=name if axis is top else None)
     for i, gpu in enumerate(report.gpus):
         color = colors[i % len(colors)]
-        rows = [*gpu.idle, *gpu.bench, *gpu.cool]
+        rows = _rows(gpu)
         t = _minutes(rows, origin)
         summary = gpu.summary
         taus = [f"τ heat {summary.tau_heat_s:.0f} s" if summary.tau_heat_s else None,
                 f"τ cool {summary.tau_cool_s:.0f} s" if summary.tau_cool_s else None]
-        label = gpu.label + "".join(f", {x}" for x in taus if x)
-        temp.plot(t, _values(rows, "temp_c"), color=color, lw=0.8, alpha=0.55,
-                  label=_mpl_text(label))
+        label = _mpl_text(gpu.label + "".join(f", {x}" for x in taus if x))
+        for column, axis in axes.items():
+            ys = _values(rows, column)
+            values[column] += _finite(ys)
+            if column == "temp_c":
+                axis.plot(t, ys, color=color, lw=0.8, alpha=0.55, label=label)
+            else:
+                axis.plot(t, ys, color=color, lw=1, label=label if axis is top else None)
+        if "temp_c" not in axes:
+            continue
         shift = (gpu.origin - origin).total_seconds()
         for fit, good in ((summary.heat_fit, summary.tau_heat_s),
                           (summary.cool_fit, summary.tau_cool_s)):
             if fit is None or good is None:
                 continue
             xs = [fit.t0_s + fit.duration_s * k / 200 for k in range(201)]
-            temp.plot([(x + shift) / 60 for x in xs], fit.at(xs), color=color, lw=2.2, ls="--")
-        clock.plot(t, _values(rows, "clocks_sm_mhz"), color=color, lw=1)
-        power.plot(t, _values(rows, "power_draw_w"), color=color, lw=1)
-    temp.plot([], [], color="k", lw=2.2, ls="--", label="first-order fit")
-    temp.legend(loc="lower center", fontsize=8)
-    _finish(plt, fig, path)
+            ys = [float(y) for y in fit.at(xs)]
+            values["temp_c"] += ys
+            fitted = True
+            axes["temp_c"].plot([(x + shift) / 60 for x in xs], ys, color=color, lw=2.2,
+                                ls="--")
+    for column, axis in axes.items():
+        note_not_reported(axis, [_mpl_text(g.label) for g in report.gpus
+                                 if not _reports(g, column)],
+                          len(report.gpus))
+    if fitted:
+        top.plot([], [], color="k", lw=2.2, ls="--", label="first-order fit")
+    _legend(top, axes)
+    return _finish(plt, fig, axes, values, path)
 
 
-def render_compare_png(reports: Sequence[RunReport], path: Path) -> None:
+def render_compare_png(reports: Sequence[RunReport], path: Path) -> tuple[Panel, ...]:
     """One colour per GPU, one line style per run."""
     title = "Thermal comparison: " + " vs ".join(r.title for r in reports)
-    plt, fig, axes = _figure(title)
-    temp, clock, power = axes
+    panels = _panels([gpu for report in reports for gpu in report.gpus])
+    plt, fig, axes = _figure(title, panels)
+    top = next(iter(axes.values()))
+    values: dict[str, list[float]] = {column: [] for column in axes}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ("-", "--", "-.", ":")
     gpu_keys: dict[tuple[str, str], str] = {}
@@ -630,30 +724,49 @@ def render_compare_png(reports: Sequence[RunReport], path: Path) -> None:
         for gpu in report.gpus:
             gpu_keys.setdefault((gpu.host, gpu.gpu_uuid), gpu.label)
     order = list(gpu_keys)
-    for axis in axes:
+    for axis in axes.values():
         axis.axvline(0, color="0.4", lw=0.8)
     for r, report in enumerate(reports):
         style = styles[r % len(styles)]
         for gpu in report.gpus:
             color = colors[order.index((gpu.host, gpu.gpu_uuid)) % len(colors)]
-            rows = [*gpu.idle, *gpu.bench, *gpu.cool]
+            rows = _rows(gpu)
             t = _minutes(rows, gpu.origin)
-            temp.plot(t, _values(rows, "temp_c"), color=color, lw=1.1, ls=style)
-            clock.plot(t, _values(rows, "clocks_sm_mhz"), color=color, lw=1, ls=style)
-            power.plot(t, _values(rows, "power_draw_w"), color=color, lw=1, ls=style)
+            for column, axis in axes.items():
+                ys = _values(rows, column)
+                values[column] += _finite(ys)
+                axis.plot(t, ys, color=color, lw=1.1 if column == "temp_c" else 1, ls=style)
             if gpu.bench:
                 end = _minutes([gpu.bench[-1]], gpu.origin)[0]
-                for axis in axes:
+                for axis in axes.values():
                     axis.axvline(end, color="0.4", lw=0.8, ls=style)
+    for column, axis in axes.items():
+        note_not_reported(axis, _missing_in_runs(reports, gpu_keys, column), len(gpu_keys))
     for key, label in gpu_keys.items():
-        temp.plot([], [], color=colors[order.index(key) % len(colors)], lw=2,
-                  label=_mpl_text(label))
+        top.plot([], [], color=colors[order.index(key) % len(colors)], lw=2,
+                 label=_mpl_text(label))
     for r, report in enumerate(reports):
         memo = f": {report.memo}" if report.memo else ""
-        temp.plot([], [], color="k", lw=1.1, ls=styles[r % len(styles)],
-                  label=_mpl_text(f"{report.title}{memo}"))
-    temp.legend(loc="lower center", fontsize=8)
-    _finish(plt, fig, path)
+        top.plot([], [], color="k", lw=1.1, ls=styles[r % len(styles)],
+                 label=_mpl_text(f"{report.title}{memo}"))
+    _legend(top, axes)
+    return _finish(plt, fig, axes, values, path)
+
+
+def _missing_in_runs(reports: Sequence[RunReport], gpu_keys: dict[tuple[str, str], str],
+                     column: str) -> list[str]:
+    """The GPUs without values for column: the label alone when no run has any, else which
+    runs lack them."""
+    missing = []
+    for key, label in gpu_keys.items():
+        runs = [(report.title, _reports(gpu, column)) for report in reports
+                for gpu in report.gpus if (gpu.host, gpu.gpu_uuid) == key]
+        without = [title for title, has in runs if not has]
+        if len(without) == len(runs):
+            missing.append(_mpl_text(label))
+        elif without:
+            missing.append(_mpl_text(f"{label} in {', '.join(without)}"))
+    return missing
 
 
 # ---------------------------------------------------------------- the command
@@ -664,20 +777,35 @@ def default_markdown_path(reports: Sequence[RunReport]) -> Path:
     return REPORT_DIR / f"compare-{'-vs-'.join(r.name for r in reports)}.md"
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while writing path is an OutputError naming it and what the system said;
+    a file where a folder should be gets said in words (errno 17 and 20 read as riddles)."""
+    try:
+        yield
+    except OSError as exc:
+        existing = next((p for p in path.parents if p.exists()), None)
+        why = (f"{existing} is a file, not a folder ({exc})"
+               if existing is not None and not existing.is_dir() else str(exc))
+        raise OutputError(f"cannot write {path}: {why}") from exc
+
+
 def write_outputs(reports: Sequence[RunReport], markdown_path: Path, tz: tzinfo
                   ) -> tuple[Path, Path]:
     png_path = markdown_path.with_suffix(".png")
-    try:
+    if markdown_path.is_dir():
+        raise OutputError(f"cannot write {markdown_path}: it is a folder (give a file in it, "
+                          f"e.g. {markdown_path / 'report.md'})")
+    with _writing(markdown_path):
         markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        if len(reports) == 1:
-            render_png(reports[0], png_path)
-            text = render_markdown(reports[0], tz, png_path.name)
-        else:
-            render_compare_png(reports, png_path)
-            text = render_compare_markdown(reports, tz, png_path.name)
+    if len(reports) == 1:
+        render_png(reports[0], png_path)
+        text = render_markdown(reports[0], tz, png_path.name)
+    else:
+        render_compare_png(reports, png_path)
+        text = render_compare_markdown(reports, tz, png_path.name)
+    with _writing(markdown_path):
         markdown_path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise TelemetryError(f"cannot write the report: {exc}") from exc
     return markdown_path, png_path
 
 

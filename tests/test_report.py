@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
 import pytest
 
-from tests.helpers import base_env, run_script
+from tests.helpers import REPO_ROOT, base_env, run_script
 
 TOLERANCE = 0.10
 HOST = "x1ai"
@@ -39,6 +40,8 @@ class Gpu:
     thermal_reported: bool = True
     power_cap: bool = False
     name: str = "Tesla P40"
+    missing: tuple[str, ...] = ()  # columns this GPU leaves NULL
+    power_noise_w: float = 1.0
 
     def expected(self) -> dict:
         return {
@@ -116,15 +119,16 @@ def insert_run(db, gpus, *, run_id: str | None, start: datetime = START, suffix:
                 throttled = bench and t >= 0.7 * BENCH_S
                 sm = ((gpu.sm_throttled_mhz if throttled else gpu.sm_max_mhz) if bench
                       else 300.0)
-                power = (gpu.bench_w if bench else gpu.idle_w) + rng.normal(0, 1.0)
-                rows.append((
+                power = (gpu.bench_w if bench else gpu.idle_w) + rng.normal(0, gpu.power_noise_w)
+                row = dict(zip(COLUMNS, (
                     start + timedelta(seconds=t), HOST, gpu.uuid, gpu.bus_id, gpu.name,
                     gpu.index, tag, memo, phase_run_id,
                     int(round(temp + rng.normal(0, 1.0))), round(power, 2), sm,
                     throttled if gpu.thermal_reported else None,
                     bench if gpu.power_cap else False,
                     not bench,
-                ))
+                ), strict=True))
+                rows.append(tuple(None if c in gpu.missing else v for c, v in row.items()))
                 t += STEP_S
     with psycopg.connect(**_conninfo(db), autocommit=True) as conn, conn.cursor() as cur:
         cur.executemany(f"INSERT INTO telemetry.gpu_telemetry ({', '.join(COLUMNS)})"
@@ -225,6 +229,123 @@ def test_compare_puts_two_runs_side_by_side(db, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
+# matplotlib's first colour, the first GPU's curve: a pixel this much bluer than red is it.
+BLUE_OVER_RED = 0.25
+
+
+def reports_of(db, *run_ids: str):
+    from gpu_telemetry.report import Selection, build_report
+
+    with psycopg.connect(**_conninfo(db)) as conn:
+        return [build_report(conn, Selection(run_id=run_id)) for run_id in run_ids]
+
+
+def frames(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The axes frames of a PNG, top to bottom, as (left, top, right, bottom): black spines
+    across most of the width, paired top and bottom."""
+    dark = image[..., :3].max(axis=2) < 0.5
+    rows = np.flatnonzero(dark.mean(axis=1) > 0.5)
+    spines = [int(r) for i, r in enumerate(rows) if i == 0 or r - rows[i - 1] > 1]
+    assert len(spines) % 2 == 0, spines
+    boxes = []
+    for top, bottom in zip(spines[::2], spines[1::2], strict=True):
+        sides = np.flatnonzero(dark[top:bottom].mean(axis=0) > 0.9)
+        boxes.append((int(sides[0]), top, int(sides[-1]), bottom))
+    return boxes
+
+
+def blue(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Where inside the box (spines left out) the first GPU's curve is drawn."""
+    left, top, right, bottom = box
+    inside = image[top + 2:bottom - 1, left + 2:right - 1, :3]
+    return inside[..., 2] - inside[..., 0] > BLUE_OVER_RED
+
+
+def test_a_temperature_only_history_draws_one_panel_with_its_curve(db, tmp_path):
+    from matplotlib.image import imread
+
+    from gpu_telemetry.report import render_png
+
+    run_id = "gpuburn-20260104-100000"
+    # As the original scripts stored it: temperature only.
+    insert_run(db, [replace(FAN_100[0], missing=("clocks_sm_mhz", "power_draw_w"))],
+               run_id=run_id)
+    out = tmp_path / "run.md"
+    result = report(tmp_path, db.env, "--run-id", run_id, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    image = imread(out.with_suffix(".png"))
+    (box,) = frames(image)
+    assert box[3] - box[1] > 0.7 * image.shape[0]  # nothing below it but the time axis
+    assert blue(image, box).any(axis=0).mean() > 0.8  # the curve spans the run
+    assert f"![Temperature of {run_id}](run.png)" in out.read_text()
+
+    (run,) = reports_of(db, run_id)
+    panels = render_png(run, tmp_path / "again.png")
+    assert [p.column for p in panels] == ["temp_c"]
+    assert panels[0].notes == ()
+    assert np.allclose(panels[0].box_px, box, atol=2)
+
+
+def test_compare_leaves_out_what_no_gpu_reports_and_names_the_gpu_that_lacks_power(db,
+                                                                                  tmp_path):
+    from matplotlib.image import imread
+
+    from gpu_telemetry.report import render_compare_png, render_png
+
+    first, second = "gpuburn-20260104-100000", "gpuburn-20260104-130000"
+    no_clock = ("clocks_sm_mhz",)
+    insert_run(db, [replace(g, missing=no_clock) for g in FAN_100], run_id=first)
+    insert_run(db, (replace(FAN_25[0], missing=no_clock),
+                    replace(FAN_25[1], missing=(*no_clock, "power_draw_w"))),
+               run_id=second, start=START + timedelta(hours=3), seed=2)
+    runs = reports_of(db, first, second)
+    label = runs[1].gpus[1].label
+    assert label == "GPU1 Tesla P4 (02:00.0)"
+    panels = render_compare_png(runs, tmp_path / "compare.png")
+    assert [p.column for p in panels] == ["temp_c", "power_draw_w"]
+    assert [p.notes for p in panels] == [(), (f"not reported by this GPU: {label} in {second}",)]
+    assert len(frames(imread(tmp_path / "compare.png"))) == 2
+    alone = render_png(runs[1], tmp_path / "second.png")
+    assert alone[-1].notes == (f"not reported by this GPU: {label}",)
+    assert alone[0].notes == ()
+
+
+def test_a_flat_power_series_gets_a_readable_range(db, tmp_path):
+    from matplotlib.image import imread
+
+    from gpu_telemetry.report import render_png
+
+    run_id = "gpuburn-20260104-100000"
+    insert_run(db, [replace(FAN_100[0], idle_w=50, bench_w=50, power_noise_w=0)], run_id=run_id)
+    (run,) = reports_of(db, run_id)
+    panels = {p.column: p for p in render_png(run, tmp_path / "flat.png")}
+    low, high = panels["power_draw_w"].ylim
+    assert high - low >= 10 and low < 45 and high > 55, (low, high)
+    box = panels["power_draw_w"].box_px
+    rows = np.flatnonzero(blue(imread(tmp_path / "flat.png"), box).any(axis=1))
+    assert abs(np.median(rows) / (box[3] - box[1]) - 0.5) < 0.1  # a line across mid-panel
+
+
+@pytest.mark.parametrize(("where", "said"), [
+    ("file/run.md", "{tmp}/file is a file, not a folder ([Errno 17] File exists"),
+    ("file/sub/run.md", "{tmp}/file is a file, not a folder ([Errno 20] Not a directory"),
+    ("folder", "cannot write {tmp}/folder: it is a folder"),
+    ("run.md", "cannot write {tmp}/run.png: [Errno 21] Is a directory"),
+])
+def test_an_output_that_cannot_be_written_is_exit_73_and_one_line(db, tmp_path, where, said):
+    run_id = "gpuburn-20260104-100000"
+    insert_run(db, FAN_100[:1], run_id=run_id)
+    (tmp_path / "file").write_text("a file where a folder should be\n")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "run.png").mkdir()
+    out = tmp_path / where
+    result = report(tmp_path, db.env, "--run-id", run_id, "--out", str(out))
+    assert result.returncode == 73, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("report_run.py: cannot write "), result.stderr
+    assert said.format(tmp=tmp_path) in result.stderr, result.stderr
+
+
 def test_start_end_selects_the_bench_by_tag(db, tmp_path):
     insert_run(db, FAN_100, run_id=None)  # tagged, but no run id: only a range finds it
     result = report(tmp_path, db.env, "--start", "2026-01-04T09:50", "--end",
@@ -282,19 +403,51 @@ def test_configuration_error_is_exit_78(tmp_path):
     assert result.stderr.count("\n") == 1 and "env file not found" in result.stderr
 
 
-@pytest.mark.parametrize("args", [
-    [],
-    ["--run-id", "x", "--start", "2026-01-04T10:00"],
-    ["--run-id", "x", "--compare", "a", "b"],
-    ["--start", "yesterday"],
-    ["--start", "2026-01-04T10:00", "--end", "2026-01-04T09:00"],
-    ["--end", "2026-01-04T09:00"],
-    ["--run-id", "x", "--tz", "Mars/Olympus"],
+@pytest.mark.parametrize(("args", "said"), [
+    ([], "say which run: --run-id RUN, --start TIME [--end TIME] or --compare RUN RUN"),
+    (["--run-id", "x", "--start", "2026-01-04T10:00"], "--run-id and --start contradict"),
+    (["--run-id", "x", "--compare", "a", "b"], "--run-id and --compare contradict"),
+    (["--compare", "a", "b", "--start", "2026-01-04T10:00"], "--start and --compare contradict"),
+    (["--run-id", "x", "--end", "2026-01-04T09:00"], "--end goes with --start, not with --run-id"),
+    (["--compare", "a", "b", "--end", "2026-01-04T09:00"], "not with --compare"),
+    (["--end", "2026-01-04T09:00"], "--end needs --start"),
+    (["--start", "yesterday"], "--start: not an ISO 8601 time: 'yesterday' (e.g. 2026-"),
+    (["--start", "2026-01-04T10:00", "--end", "soon"], "--end: not an ISO 8601 time: 'soon'"),
+    (["--start", "2026-01-04T10:00", "--end", "2026-01-04T09:00"],
+     "the range is empty: --end 2026-01-04T09:00 is not after --start 2026-01-04T10:00"),
+    (["--start", "2999-01-01T00:00"], "--start 2999-01-01T00:00 is in the future"),
+    (["--run-id", "x", "--tz", "Mars/Olympus"], "--tz: unknown time zone 'Mars/Olympus'"),
+    (["--run-id", " "], "--run-id is empty"),
+    (["--run-id", "x", "--gpu", ""], "--gpu is empty"),
+    (["--compare", "a", "a"], "--compare needs two different runs, got a twice"),
+    (["--compare", "a"], "--compare: expected 2 arguments"),
+    (["--run-id", "x", "--out", "x.png"], "--out x.png: name the Markdown file (e.g. x.md)"),
+    (["--run-id", "x", "--out", ""], "--out '.' names no file"),
 ])
-def test_usage_errors_are_exit_2_and_one_line(args, tmp_path):
+def test_usage_errors_are_exit_2_and_one_line_saying_what_is_wrong(args, said, tmp_path):
     result = report(tmp_path, None, *args)
     assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
     assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("report_run.py: ") and said in result.stderr, result.stderr
+
+
+def exit_codes(text: str) -> set[int]:
+    return {int(code) for code in re.findall(r"(?<![\w.=-])(\d{1,3})(?![\w.%])", text)}
+
+
+def test_every_exit_status_is_listed_alike_in_help_readme_and_troubleshooting(tmp_path):
+    expected = {0, 1, 2, 70, 73, 75, 77, 78, 130}
+    help_text = report(tmp_path, None, "--help").stdout
+    paragraph = next(p for p in help_text.split("\n\n") if "Exit status" in p)
+    assert exit_codes(paragraph.split("Exit status", 1)[1]) == expected
+    readme = (REPO_ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `bin/report_run.py`"))
+    assert exit_codes(row.split("|")[-2]) == expected, row
+    troubleshooting = (REPO_ROOT / "docs" / "troubleshooting.md").read_text()
+    row = next(line for line in troubleshooting.splitlines()
+               if line.startswith("| `report_run.py` |"))
+    assert exit_codes(row.split("|")[2]) == expected, row
 
 
 def test_help_has_examples(tmp_path):
