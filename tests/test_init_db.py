@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -278,16 +279,6 @@ def test_unknown_flag_is_usage_error(repo_copy: Path) -> None:
     assert "--frobnicate" in result.stderr
 
 
-def test_dead_database_is_one_clear_line(repo_copy: Path) -> None:
-    env = {"PGHOST": "127.0.0.1", "PGPORT": str(free_port()), "PGUSER": "postgres",
-           "PGDATABASE": "postgres"}
-
-    result = run_init(repo_copy, env)
-
-    assert result.returncode != 0
-    assert len(result.stderr.splitlines()) == 1
-    assert "cannot connect to the database" in result.stderr
-    assert result.stdout == ""
 
 
 def test_server_down_then_back(repo_copy: Path, db: Database, pg_server: PgServer) -> None:
@@ -299,8 +290,9 @@ def test_server_down_then_back(repo_copy: Path, db: Database, pg_server: PgServe
     finally:
         pg_server.start()
 
-    assert down.returncode == 1
+    assert down.returncode == 75
     assert "cannot connect to the database" in down.stderr
+    assert_one_line_with_hint(down, "is PostgreSQL running")
     assert run_init(repo_copy, db.env).returncode == 0
 
 
@@ -318,7 +310,189 @@ def test_failing_migration_is_rolled_back(repo_copy: Path, db: Database) -> None
     result = run_init(repo_copy, db.env)
 
     assert result.returncode == 1
-    assert "002_broken.sql" in result.stderr
+    assert result.stderr.startswith("init_db.sh: 002_broken.sql failed; nothing of it was applied:")
+    assert len(result.stderr.splitlines()) == 1
+    assert "no_such_function" in result.stderr
     with db.connect() as conn:
         assert conn.execute("SELECT to_regclass('telemetry.half_done')").fetchone() == (None,)
     assert [name for name, _ in _migrations(db)] == MIGRATIONS
+
+
+# --- a failed connection, login or right: one line, a hint, a status of this script ---------------
+
+PASSWORD_GROUP = "init_db_password_required"
+
+
+def assert_one_line_with_hint(result: subprocess.CompletedProcess[str], *hints: str) -> None:
+    """psql's reason and the hint on one line of the script's own; nothing of psql's bare."""
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("init_db.sh: ") and "; hint: " in lines[0], lines[0]
+    assert "psql:" not in lines[0] and "Password for user" not in lines[0], lines[0]
+    for hint in hints:
+        assert hint in lines[0].split("; hint: ", 1)[1], lines[0]
+
+
+def _admin(db: Database, *statements: sql.Composable | str) -> None:
+    with db.connect() as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@pytest.fixture
+def password_role(db: Database, pg_server: PgServer, role_name: str) -> str:
+    """role_name, which must log in with the password 'right' over TCP."""
+    if pg_server.external:
+        pytest.skip("needs a test server whose authentication the tests may configure")
+    _admin(db, "DO $$ BEGIN CREATE ROLE init_db_password_required NOLOGIN;"
+               " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+           sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'right' IN ROLE {}")
+           .format(sql.Identifier(role_name), sql.Identifier(PASSWORD_GROUP)))
+    pg_server.require_password_for(PASSWORD_GROUP)
+    return role_name
+
+
+def test_wrong_password_names_the_settings_and_the_create_command(
+        repo_copy: Path, db: Database, password_role: str) -> None:
+    result = run_init(repo_copy, {**db.env, "PGUSER": password_role, "PGPASSWORD": "wrong"})
+
+    assert result.returncode == 77
+    assert "password authentication failed" in result.stderr
+    assert_one_line_with_hint(result, "PGUSER", "PGPASSWORD", str(repo_copy / ".env"),
+                              "sudo -u postgres createuser --createrole ")
+
+
+def test_missing_password_is_not_prompted_for(repo_copy: Path, db: Database,
+                                              password_role: str, tmp_path: Path) -> None:
+    env = {**db.env, "PGUSER": password_role, "PGPASSFILE": str(tmp_path / "absent")}
+
+    result = run_init(repo_copy, env)
+
+    assert result.returncode == 77
+    assert "no password supplied" in result.stderr
+    assert_one_line_with_hint(result, "PGPASSWORD", "~/.pgpass")
+
+
+def test_unknown_role_gets_the_create_command(repo_copy: Path, db: Database,
+                                              role_name: str) -> None:
+    result = run_init(repo_copy, {**db.env, "PGUSER": role_name})
+
+    assert result.returncode == 78
+    assert f'role "{role_name}" does not exist' in result.stderr
+    assert_one_line_with_hint(
+        result, f"sudo -u postgres createuser --createrole {role_name} && "
+                f"sudo -u postgres createdb --owner {role_name} {db.name}", "PGUSER")
+
+
+def test_unknown_database_gets_the_createdb_command(repo_copy: Path, db: Database) -> None:
+    result = run_init(repo_copy, {**db.env, "PGDATABASE": "no_such_db"})
+
+    assert result.returncode == 78
+    assert 'database "no_such_db" does not exist' in result.stderr
+    user = db.env["PGUSER"]
+    assert_one_line_with_hint(result, f"sudo -u postgres createdb --owner {user} no_such_db",
+                              "PGDATABASE")
+
+
+def test_dead_port_asks_whether_the_server_runs(repo_copy: Path) -> None:
+    port = free_port()
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": "postgres",
+           "PGDATABASE": "postgres"}
+
+    result = run_init(repo_copy, env)
+
+    assert result.returncode == 75
+    assert "cannot connect to the database" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert_one_line_with_hint(result, f"host 127.0.0.1, port {port}", "is PostgreSQL running",
+                              "PGHOST", "PGPORT")
+
+
+@pytest.mark.parametrize("grant", [None, "CREATE"], ids=["no-rights", "create-on-database"])
+def test_role_without_rights_is_told_to_run_as_the_owner(repo_copy: Path, db: Database,
+                                                         role_name: str,
+                                                         grant: str | None) -> None:
+    # With CREATE on the database it may add schemas, but telemetry belongs to another role.
+    _admin(db, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role_name)))
+    if grant:
+        _admin(db, sql.SQL("GRANT CREATE ON DATABASE {} TO {}")
+               .format(sql.Identifier(db.name), sql.Identifier(role_name)))
+    before = _migrations(db)
+
+    result = run_init(repo_copy, {**db.env, "PGUSER": role_name})
+
+    assert result.returncode == 77
+    assert "permission denied for" in result.stderr
+    assert_one_line_with_hint(result, f"role {role_name} may not change the schema",
+                              "as the database's owner")
+    assert _migrations(db) == before
+
+
+def test_owner_without_createrole_is_told_what_roles_need(repo_copy: Path,
+                                                          empty_db: Database, db: Database,
+                                                          role_name: str) -> None:
+    _admin(db, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role_name)),
+           sql.SQL("ALTER DATABASE {} OWNER TO {}")
+           .format(sql.Identifier(empty_db.name), sql.Identifier(role_name)))
+    writer = f"{role_name}_w"
+    try:
+        result = run_init(repo_copy, {**empty_db.env, "PGUSER": role_name},
+                          "--writer-role", writer)
+    finally:
+        # role_name's teardown drops the role, which must then own nothing anywhere.
+        with _connect(empty_db.env) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role_name)))
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(empty_db.name), sql.Identifier(empty_db.env["PGUSER"])))
+
+    assert result.returncode == 77
+    applied = [line for line in result.stdout.splitlines() if line.startswith("applied ")]
+    assert len(applied) == len(MIGRATIONS)  # the schema went in; only the role could not
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"init_db.sh: cannot create role {writer}:")
+    assert "; hint: creating roles needs CREATEROLE" in lines[0]
+
+
+def _fake_psql(tmp_path: Path, message: str) -> Path:
+    """A PSQL that fails the way psql does when it cannot connect: the message, exit 2."""
+    fake = tmp_path / "fake-psql"
+    fake.write_text("#!/usr/bin/env bash\n"
+                    f"printf '%s\\n' {shlex.quote(message)} >&2\n"
+                    "exit 2\n")
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize(("message", "status", "hint"), [
+    ('psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: '
+     "No such file or directory\n\tIs the server running locally and accepting connections on "
+     "that socket?", 75, "the local socket (PGHOST unset), port 5432: is PostgreSQL running"),
+    ('psql: error: connection to server at "db.lan" (192.0.2.1), port 5432 failed: timeout '
+     "expired", 75, "host db.lan, port 5432"),
+    ('psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: '
+     'FATAL:  Peer authentication failed for user "gpu_writer"', 77,
+     "leave PGUSER unset"),
+    ('psql: error: connection to server at "127.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf '
+     'entry for host "127.0.0.1", user "gpu_writer", database "gpu_telemetry", no encryption',
+     77, "pg_hba.conf"),
+    ('psql: error: connection to server at "127.0.0.1", port 5432 failed: FATAL:  role '
+     '"gpu_writer" is not permitted to log in', 77, "LOGIN"),
+    ('psql: error: connection to server at "db.lan" (192.0.2.1), port 5432 failed: root '
+     'certificate file "/root/.postgresql/root.crt" does not exist', 78, "PGSSLROOTCERT"),
+    ("psql: error: something nobody foresaw", 75, "PGHOST, PGPORT, PGDATABASE, PGUSER"),
+], ids=["no-socket", "timeout", "peer", "pg_hba", "nologin", "certificate", "unknown"])
+def test_every_connection_failure_gets_a_status_and_a_hint(repo_copy: Path, tmp_path: Path,
+                                                           message: str, status: int,
+                                                           hint: str) -> None:
+    env = {"PSQL": str(_fake_psql(tmp_path, message)), "PGUSER": "gpu_writer"}
+    if "db.lan" in message:
+        env["PGHOST"] = "db.lan"
+
+    result = run_init(repo_copy, env)
+
+    assert result.returncode == status, result.stderr
+    assert result.stderr.startswith("init_db.sh: cannot connect to the database: connection"
+                                    if "connection" in message else
+                                    "init_db.sh: cannot connect to the database: something")
+    assert_one_line_with_hint(result, hint)
