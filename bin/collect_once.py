@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Take one sample of every GPU and store it in PostgreSQL (spooled while the database is down).
 
-Exit status: 0 stored; 75 spooled (database unreachable, sample safe on disk); 69 the GPU
-source failed (event recorded or spooled); 74 the spool could not be written either; 78
-configuration error; 2 usage. With --loop: runs until SIGTERM or SIGINT, finishes the sample in
-hand and exits 0.
+Exit status: 0 stored (with --dry-run: printed); 2 usage (a bad value, or options that
+contradict each other); 69 the GPU source failed (event recorded or spooled); 70 internal
+error (a bug: --debug shows the traceback); 74 the spool could not be written either; 75
+spooled (database unreachable, or it refused the sample, e.g. a role that may not insert: the
+sample is safe on disk); 78 configuration error; 130 interrupted. With --loop: runs until
+SIGTERM or SIGINT, finishes the sample in hand and exits 0 (a failing sample is reported and
+the loop goes on).
 """
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -24,6 +28,28 @@ examples:
   NVIDIA_SMI=tests/stand_ins/nvidia-smi uv run ./bin/collect_once.py --dry-run
                                                try it without a GPU
 """
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A bad value says what is wrong with it; an option that would be ignored is refused,
+    since whoever gave it meant something else."""
+    if args.interval is not None:
+        if math.isnan(args.interval) or math.isinf(args.interval):
+            parser.error(f"--interval {args.interval:g}: not a finite number of seconds")
+        if args.interval <= 0:
+            parser.error(f"--interval {args.interval:g}: the interval must be more than zero "
+                         "seconds")
+    if args.loop and args.dry_run:
+        parser.error("--loop and --dry-run cannot be combined (--dry-run takes one sample)")
+    if args.interval is not None and not args.loop:
+        parser.error("--interval without --loop: options of the loop need --loop (a single "
+                     "sample has no interval)")
+    if args.quiet and not args.loop:
+        parser.error("--quiet without --loop: options of the loop need --loop (a single "
+                     "sample prints one line anyway)")
+    if args.raw and not args.dry_run:
+        parser.error("--raw without --dry-run: it only changes what --dry-run prints (stored "
+                     "samples keep raw_json every RAW_EVERY_SEC)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --loop: no line per sample, only changes of state")
     add_common_options(parser)
     args = parser.parse_args(argv)
-    if args.loop and args.dry_run:
-        parser.error("--loop and --dry-run cannot be combined")
-    if (args.interval is not None or args.quiet) and not args.loop:
-        parser.error("--interval and --quiet need --loop")
-    if args.interval is not None and not (0 < args.interval < float("inf")):
-        parser.error(f"--interval must be more than zero, got {args.interval:g}")
+    check_options(parser, args)
 
     def body() -> int:
         from gpu_telemetry.collect import collect_once

@@ -21,8 +21,11 @@
 # or dmesg shows Xid 79 (GPU fallen off the bus) since boot; "verdict: WARN" (exit 1) when the
 # spool is not empty, the last stored sample of this host is older than 5 minutes or missing,
 # the database is unreachable, a unit is not active, a GPU is thermally throttled, or sensors
-# is missing; "verdict: OK" (exit 0) otherwise. Usage errors: exit 2 before any check; an
-# unreadable --env file, or one holding PGPASSWORD that others can read: exit 78.
+# is missing; "verdict: OK" (exit 0) otherwise.
+#
+# Exit status: 0 verdict OK; 1 verdict WARN, or the log file cannot be written (use --no-log);
+# 2 verdict FAIL, or usage (before any check); 78 the --env file is unreadable, or an env file
+# holding PGPASSWORD that others can read.
 set -euo pipefail
 
 PROG=host_healthcheck.sh
@@ -225,6 +228,8 @@ main() {
         ;;
       --no-sudo) NO_SUDO=1 ;;
       --no-log) no_log=1 ;;
+      --log=*) log_file=${1#*=} ;;
+      --env=*) env_file=${1#*=} ;;
       --log | --env)
         (($# >= 2)) || die 2 "$1 needs a value (see --help)"
         if [[ $1 == --log ]]; then log_file=$2; else env_file=$2; fi
@@ -234,6 +239,9 @@ main() {
     esac
     shift
   done
+  if ((no_log)) && [[ -n $log_file ]]; then
+    die 2 "--log $log_file and --no-log contradict each other (see --help)"
+  fi
   load_configuration "$env_file"
   NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
   [[ $NVIDIA_SMI != */* ]] || NVIDIA_SMI=$(from_repo "$NVIDIA_SMI")

@@ -81,6 +81,7 @@ main() {
     shift
   done
   ((enable && !reload)) && die 2 "--enable needs the reload; drop --no-reload"
+  ((print && enable)) && die 2 "--print writes nothing, so there is nothing to --enable; drop one"
   check_root_path
 
   if ((print)); then

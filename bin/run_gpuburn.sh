@@ -29,8 +29,11 @@
 # Example: bin/run_gpuburn.sh --pre-idle-sec 180 --sec 900 --cooldown-sec 600 \
 #            --final-tag prod --final-memo "prod (normal usage)" --memo-suffix " fan=25%" --tmux
 #
-# Log: LOG_DIR/gpu-burn-YYYYmmdd-HHMMSS.log. Exit status: gpu_burn's own; 130/143/129 on
-# INT/TERM/HUP; 2 usage; 127 gpu_burn not found. The logic is gpu_telemetry/gpuburn.py.
+# Log: LOG_DIR/gpu-burn-YYYYmmdd-HHMMSS.log. The logic is gpu_telemetry/gpuburn.py.
+#
+# Exit status: gpu_burn's own (0 every GPU passed), or 1 tmux refused, 2 usage, 70 internal error, 74 status file or
+# log not writable, 78 configuration error, 124 gpu_burn hung, 127 gpu_burn (or uv) not found,
+# 129 HUP, 130 INT, 143 TERM; --help says more.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"

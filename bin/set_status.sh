@@ -19,8 +19,9 @@
 # <repo>/status.json) through a temporary file in the same folder and a rename, so the
 # collector never reads half a file. Prints the document written.
 #
-# Exit status: 0 written; 2 usage or a refused tag, memo or run id; 74 the file cannot be
-# written; 78 configuration error.
+# Exit status: 0 written; 2 usage or a refused tag, memo or run id; 70 internal error (a bug:
+# --debug shows the traceback); 74 the file cannot be written; 78 configuration error; 127
+# neither <repo>/.venv nor uv to run the Python side with (bin/uv.sh); 130 interrupted.
 set -euo pipefail
 
 PROG=set_status.sh
@@ -55,7 +56,8 @@ main() {
         ;;
       --run-id | --env)
         (($# >= 2)) || usage_error "$1 needs a value"
-        options+=("$1" "$2")
+        # As one word, so that a value starting with "-" reaches the check of values.
+        options+=("$1=$2")
         shift
         ;;
       --run-id=* | --env=* | --clear-run-id | --debug) options+=("$1") ;;
@@ -70,7 +72,8 @@ main() {
     shift
   done
   ((${#positional[@]} >= 1)) || usage_error "a TAG is needed (idle, prod or bench)"
-  ((${#positional[@]} <= 2)) || usage_error "too many arguments: TAG [MEMO] (quote a memo with spaces)"
+  ((${#positional[@]} <= 2)) \
+    || usage_error "${#positional[@]} arguments (${positional[*]}): TAG [MEMO] takes at most 2; quote a memo with spaces"
   run_python -m gpu_telemetry.status "${options[@]}" -- "${positional[@]}"
 }
 

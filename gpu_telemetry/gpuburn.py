@@ -97,8 +97,11 @@ def _number(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more seconds")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative: give zero or more seconds "
+                                         "(0 skips the phase)")
     return value
 
 
@@ -108,8 +111,14 @@ def _whole_seconds(text: str) -> int:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value != int(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of seconds, 1 or more")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds (gpu_burn "
+                                         "reads whole seconds)")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is {'negative' if value < 0 else 'zero'}: "
+                                         "gpu_burn needs 1 second or more")
     return int(value)
 
 
@@ -142,9 +151,12 @@ A gpu_burn still running {HANG_GRACE_SEC:.0f} s (plus 10 %) past --sec is killed
 Environment: GPU_BURN_DIR, STATUS_FILE, LOG_DIR, NVIDIA_SMI (diagnostics), SUDO (default sudo),
 TMUX_BIN (default tmux); precedence: environment > .env > defaults.
 
-Exit status: gpu_burn's own (0 when every GPU passed); 130 Ctrl-C, 143 TERM, 129 HUP; 124
-gpu_burn hung and was killed; 127 gpu_burn not found; 2 usage; 1 tmux refused or failed; 74
-status.json not writable; 78 configuration error.
+Exit status: gpu_burn's own (0 when every GPU passed, other: a GPU computed wrong results);
+1 tmux missing, too old or refused (the session exists); 2 usage (a bad value, or a memo the
+status file refuses); 70 internal error (a bug: --debug shows the traceback); 74 status.json or
+the log not writable; 78 configuration error; 124 gpu_burn hung and was killed; 127 gpu_burn
+not found, or neither .venv nor uv to run this with; 129 HUP, 130 Ctrl-C, 143 TERM (the final
+status is written first).
 """
 
 

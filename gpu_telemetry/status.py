@@ -161,8 +161,10 @@ examples:
   bin/set_status.sh idle --clear-run-id
 
 The file is STATUS_FILE (default <repo>/status.json); it is replaced atomically.
-Exit status: 0 written; 2 usage or a refused tag, memo or run id; 74 the file cannot be
-written; 78 configuration error.
+
+Exit status: 0 written; 2 usage or a refused tag, memo or run id; 70 internal error (a bug:
+--debug shows the traceback); 74 the file cannot be written; 78 configuration error; 127
+neither .venv nor uv to run this with; 130 interrupted.
 """
 
 

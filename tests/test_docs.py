@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gpu_telemetry import config as config_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,7 @@ OPERATIONS = DOCS / "operations.md"
 TROUBLESHOOTING = DOCS / "troubleshooting.md"
 P40_GUIDE = DOCS / "p40-nvidia-smi.ubuntu22.md"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
+PACKAGE = REPO_ROOT / "gpu_telemetry"
 
 
 def doc_files() -> list[Path]:
@@ -143,6 +146,57 @@ def test_the_docs_exist_and_link_each_other():
         assert path.exists(), path
     text = OPERATIONS.read_text()
     assert "p40-nvidia-smi.ubuntu22.md" in text and "troubleshooting.md" in text
+
+
+LINK_RE = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors a Markdown renderer gives the headings: lower case, punctuation dropped,
+    spaces as hyphens; a repeated heading gets -1, -2, ..."""
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", FENCE_RE.sub("", path.read_text()), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in anchors:
+            n += 1
+            candidate = f"{slug}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def test_every_link_in_the_docs_resolves():
+    problems, checked = [], 0
+    for doc in doc_files():
+        prose = re.sub(r"`[^`\n]*`", "", FENCE_RE.sub("", doc.read_text()))
+        for target in LINK_RE.findall(prose):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            checked += 1
+            name, _, anchor = target.partition("#")
+            destination = (doc.parent / name).resolve() if name else doc
+            where = f"{doc.relative_to(REPO_ROOT)}: ({target})"
+            if not destination.exists():
+                problems.append(f"{where}: no such file")
+            elif anchor and destination.suffix == ".md" and \
+                    anchor not in heading_anchors(destination):
+                problems.append(f"{where}: no such heading")
+    assert checked >= 30, checked
+    assert not problems, "\n".join(problems)
+
+
+def test_the_english_guide_name_leads_to_the_guide():
+    """Links elsewhere name docs/p40-nvidia-smi.ubuntu22.en.md: each of its headings is one of
+    the guide's, linking to it, so an anchor written for either file finds the section."""
+    pointer = DOCS / "p40-nvidia-smi.ubuntu22.en.md"
+    guide_anchors = heading_anchors(P40_GUIDE)
+
+    def headings(path: Path) -> list[str]:
+        return re.findall(r"^#{2,3} (.+)$", FENCE_RE.sub("", path.read_text()), re.M)
+
+    assert headings(pointer) == headings(P40_GUIDE)
+    links = re.findall(r"\]\(p40-nvidia-smi\.ubuntu22\.md#([^)]+)\)", pointer.read_text())
+    assert len(links) == len(headings(P40_GUIDE)) and set(links) <= guide_anchors
 
 
 def test_the_invocation_parser_finds_commands_and_options():
@@ -315,23 +369,265 @@ def help_exit_codes(help_output: str) -> set[int]:
     return codes
 
 
-def test_every_commands_exit_statuses_are_explained():
+def header_comment(script: Path) -> str:
+    """A shell script's header comment, as its usage() prints it: line 2 to `set -euo`."""
+    lines = []
+    for line in script.read_text().splitlines()[1:]:
+        if line.startswith("set -euo"):
+            break
+        lines.append(re.sub(r"^# ?", "", line))
+    return "\n".join(lines)
+
+
+def documented_help(command: str) -> str:
+    """What a command says about itself: its --help; for bin/uv.sh, whose --help is uv's, its
+    header comment."""
+    if command == "uv.sh":
+        return header_comment(REPO_ROOT / "bin" / command)
+    return help_text(command)
+
+
+def cell_exit_codes(cell: str) -> set[int]:
+    """The statuses a table cell lists; inline code (an error message, an option) is quoted
+    text, not a status."""
+    prose = re.sub(r"`[^`]*`", " ", cell)
+    return {int(code) for code in re.findall(r"(?<![\w.-])(\d{1,3})(?![\w.%]| ?%)", prose)}
+
+
+def readme_exit_codes() -> dict[str, set[int]]:
+    """bin/<name> -> the statuses of its rows in the README's Commands table (the --loop row
+    of collect_once.py counts with the other)."""
+    rows = table_rows(section((REPO_ROOT / "README.md").read_text(), "Commands"), "| command |")
+    codes: dict[str, set[int]] = {}
+    for row in rows:
+        match = re.match(r"`bin/([\w.-]+)", row[0])
+        if match:
+            codes.setdefault(match.group(1), set()).update(cell_exit_codes(row[-1]))
+    return codes
+
+
+def troubleshooting_exit_codes() -> dict[str, set[int]]:
     text = section(TROUBLESHOOTING.read_text(), "Exit statuses")
-    rows = {row[0].strip("`"): row[1] for row in table_rows(text, "| command |")}
+    return {row[0].strip("`"): cell_exit_codes(row[1]) for row in table_rows(text, "| command |")}
+
+
+# What the code can exit with is read from the code, which over-estimates: a module a command
+# imports may raise what the command never lets through. Each status the reading finds that a
+# command cannot return is named here with the reason, so that a new one needs a decision:
+# document it, or say here why it cannot happen.
+NOT_REACHED = {
+    "collect_once.py": {
+        77: "store_or_spool spools the sample on every database error, a refused INSERT too "
+            "(75): no psycopg error leaves it",
+    },
+    "flush_spool.py": {
+        69: "nvidia-smi is never run: what the parser refuses in a file of the original "
+            "scripts makes the file quarantined",
+        74: "the flush writes neither a spool file nor the status file",
+    },
+    "plot_temp.py": {
+        69: "nvidia-smi is never run",
+        74: "neither a spool file nor the status file is written (a PNG that cannot be: 73)",
+    },
+    "report_run.py": {
+        69: "nvidia-smi is never run",
+        74: "neither a spool file nor the status file is written (a report that cannot be: 73)",
+    },
+}
+# cli.run returns 1 when the reader of a command's output went away (`| head`): not counted,
+# the troubleshooting page says it once for every Python command.
+QUIET_ON_BROKEN_PIPE = 1
+
+
+def python_sources() -> dict[str, str]:
+    return {path.stem: path.read_text() for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def exit_constants() -> dict[str, int]:
+    """EXIT_* names of errors.py and of the other modules (EXIT_HUNG, EXIT_NO_ROWS, ...)."""
+    found = {}
+    for text in python_sources().values():
+        found.update({name: int(value) for name, value in
+                      re.findall(r"^(EXIT_[A-Z_]+) = (\d+)\b", text, re.M)})
+    return found
+
+
+def class_exit_codes(texts: list[str]) -> dict[str, int]:
+    """Exception classes -> their exit_code: their own, else their base's."""
+    constants = exit_constants()
+    bases, own = {}, {}
+    for text in texts:
+        for match in re.finditer(r"^class (\w+)\((\w+)\):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+            name, base, body = match.groups()
+            bases[name] = base
+            value = re.search(r"^    exit_code = (EXIT_\w+|\d+)", body, re.M)
+            if value:
+                own[name] = (int(value.group(1)) if value.group(1).isdigit()
+                             else constants[value.group(1)])
+    codes = {}
+    for name in bases:
+        current, seen = name, set()
+        while current not in own and current in bases and current not in seen:
+            seen.add(current)
+            current = bases[current]
+        if current in own:
+            codes[name] = own[current]
+    return codes
+
+
+def imported_modules(text: str) -> set[str]:
+    names = set(re.findall(r"^\s*from gpu_telemetry\.(\w+) import", text, re.M))
+    names |= set(re.findall(r"^\s*import gpu_telemetry\.(\w+)", text, re.M))
+    names |= set(re.findall(r"-m gpu_telemetry\.(\w+)", text))
+    return names
+
+
+def reachable_modules(text: str) -> dict[str, str]:
+    sources = python_sources()
+    found: dict[str, str] = {}
+    waiting = sorted(imported_modules(text))
+    while waiting:
+        name = waiting.pop()
+        if name in found or name not in sources:
+            continue
+        found[name] = sources[name]
+        waiting += sorted(imported_modules(sources[name]))
+    return found
+
+
+def function_body(text: str, name: str) -> str:
+    match = re.search(rf"^def {name}\(.*?(?=^\S|\Z)", text, re.M | re.S)
+    return match.group(0) if match else ""
+
+
+def python_exit_codes(entry_text: str) -> set[int]:
+    """What a Python entry point (a bin/*.py, or a shell script running a module with -m) can
+    exit with, read from its text and every gpu_telemetry module it imports."""
+    modules = reachable_modules(entry_text)
+    classes = class_exit_codes([entry_text, *python_sources().values()])
+    constants = exit_constants()
+    codes = {0}
+    for text in [entry_text, *(text for name, text in modules.items() if name != "cli")]:
+        codes |= {constants[name] for name in re.findall(r"\breturn (EXIT_[A-Z_]+)\b", text)}
+        codes |= {constants[name] for name in re.findall(r"\bexit_code=(EXIT_[A-Z_]+)\b", text)}
+        codes |= {classes[name] for name in re.findall(r"\braise (\w+)\(", text)
+                  if name in classes}
+    if "cli" in modules:
+        # The parser's usage errors, and what run() makes of anything the command lets
+        # through; a psycopg error only where something imports psycopg.
+        cli = python_sources()["cli"]
+        run_body = function_body(cli, "run")
+        codes |= {constants[name] for name in re.findall(r"\.exit\((EXIT_[A-Z_]+)", cli)}
+        codes |= {constants[name] for name in re.findall(r"\breturn (EXIT_[A-Z_]+)", run_body)}
+        codes |= {int(code) for code in re.findall(r"\breturn (\d+)\b", run_body)
+                  if int(code) != QUIET_ON_BROKEN_PIPE}
+        if any(re.search(r"^\s*(?:import|from) psycopg\b", text, re.M)
+               for text in [entry_text, *modules.values()]):
+            codes |= {constants[name] for name in re.findall(
+                r"\breturn (EXIT_[A-Z_]+)", function_body(cli, "_database_error"))}
+    return codes
+
+
+def shell_functions(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^(\w+)\(\) \{\n(.*?)^\}", text, re.M | re.S))
+
+
+def shell_exit_codes(script: Path) -> set[int]:
+    """The statuses a shell command can end with: `exit N` and `die N` in its text and in the
+    bin/lib/common.sh functions it calls, `return N` of main and of the functions whose status
+    main passes on, and what the programs it execs return (a Python module, bin/uv.sh)."""
+    text = script.read_text()
+    own = shell_functions(text)
+    common = (shell_functions((REPO_ROOT / "bin" / "lib" / "common.sh").read_text())
+              if "lib/common.sh" in text else {})
+    used: dict[str, str] = {}
+    waiting = [text]
+    while waiting:
+        body = waiting.pop()
+        for name, function in common.items():
+            if name not in used and re.search(rf"\b{name}\b", body):
+                used[name] = function
+                waiting.append(function)
+    codes = set()
+    for body in [text, *used.values()]:
+        codes |= {int(code) for code in re.findall(r"\b(?:exit|die) (\d+)\b", body)}
+    passing, waiting = set(), ["main"]
+    while waiting:
+        name = waiting.pop()
+        if name in passing or name not in own:
+            continue
+        passing.add(name)
+        body = own[name]
+        codes |= {int(code) for code in re.findall(r"\breturn (\d+)\b", body)}
+        waiting += re.findall(r"^\s*(\w+)\b[^\n]*\|\| return \$\?", body, re.M)
+        lines = [line.strip() for line in body.splitlines() if line.strip()]
+        if lines:
+            waiting.append(lines[-1].split()[0])
+    if "-m gpu_telemetry." in text:
+        codes |= python_exit_codes(text)
+    if re.search(r'^\s*exec "\$REPO_ROOT/bin/uv\.sh"', text, re.M):
+        codes |= shell_exit_codes(REPO_ROOT / "bin" / "uv.sh")
+    return codes
+
+
+def code_exit_codes(path: Path) -> set[int]:
+    if path.suffix == ".py":
+        return python_exit_codes(path.read_text())
+    return shell_exit_codes(path)
+
+
+def test_the_exit_status_readers_find_what_the_code_does():
+    assert cell_exit_codes("0 done, 2 usage (`--batch must be at least 1, got 0`), "
+                           "129/130/143 HUP/INT/TERM; `SPOOL_MAX_MB=1024`, 10 %") == {
+        0, 2, 129, 130, 143}
+    assert {0, 2, 70, 75, 77, 78, 130} <= code_exit_codes(REPO_ROOT / "bin" / "flush_spool.py")
+    assert {0, 2, 74, 78, 127, 130} <= code_exit_codes(REPO_ROOT / "bin" / "set_status.sh")
+    assert {1, 2, 74, 78, 124, 127} <= code_exit_codes(REPO_ROOT / "bin" / "run_gpuburn.sh")
+    assert code_exit_codes(REPO_ROOT / "bin" / "host_healthcheck.sh") == {0, 1, 2, 78}
+    # It sources bin/lib/common.sh but reads no configuration: no 78.
+    assert code_exit_codes(REPO_ROOT / "bin" / "install_units.sh") == {0, 1, 2}
+    assert code_exit_codes(REPO_ROOT / "bin" / "uv.sh") == {127}
+
+
+def test_every_exit_status_is_in_the_help_the_readme_and_troubleshooting():
+    """Each command's statuses agree between its --help ("Exit status" paragraph), its README
+    row, its troubleshooting row and its code; every mismatch is listed at once."""
+    readme, troubleshooting = readme_exit_codes(), troubleshooting_exit_codes()
     problems = []
+
+    def compare(name: str, where: str, found: set[int], helped: set[int]) -> None:
+        if found != helped:
+            problems.append(f"{name}: {where} has {sorted(found)}, --help {sorted(helped)} "
+                            f"(not in {where}: {sorted(helped - found)}; not in --help: "
+                            f"{sorted(found - helped)})")
+
     for path in sorted((REPO_ROOT / "bin").iterdir()):
         if not path.is_file():
             continue
-        if path.name not in rows:
-            problems.append(f"{path.name}: no row")
+        name = path.name
+        helped = help_exit_codes(documented_help(name))
+        if not helped:
+            problems.append(f"{name}: --help lists no exit status")
             continue
-        if path.name == "uv.sh":
-            continue  # --help is uv's
-        row_codes = {int(code) for code in re.findall(r"(?<![\w.-])(\d{1,3})(?![\w%])",
-                                                      rows[path.name])}
-        missing = help_exit_codes(help_text(path.name)) - row_codes
+        for where, table in (("the README row", readme),
+                             ("the troubleshooting row", troubleshooting)):
+            if name in table:
+                compare(name, where, table[name], helped)
+            else:
+                problems.append(f"{name}: {where} is missing")
+        if path.suffix == ".sh" and name != "uv.sh":
+            compare(name, "the header comment", help_exit_codes(header_comment(path)), helped)
+        produced = code_exit_codes(path)
+        not_reached = NOT_REACHED.get(name, {})
+        for code, reason in not_reached.items():
+            if code not in produced:
+                problems.append(f"{name}: NOT_REACHED has {code}, which the code no longer "
+                                "names: drop it")
+            elif code in helped:
+                problems.append(f"{name}: --help lists {code}, which cannot happen: {reason}")
+        missing = produced - helped - set(not_reached)
         if missing:
-            problems.append(f"{path.name}: exit {sorted(missing)} in --help, not in the row")
+            problems.append(f"{name}: the code can exit {sorted(missing)}, not in --help")
     assert not problems, "\n".join(problems)
 
 
@@ -518,3 +814,76 @@ def test_the_spool_demonstration_as_written(tmp_path, db):
     result = run_block(flush_line, env, tmp_path, timeout=60)
     assert result.returncode == 0 and "flushed 1 samples" in result.stdout, result.stderr
     assert not list((tmp_path / "spool").glob("*.json"))
+
+
+# --- (f) what --help says about statuses and usage, as it happens -------------------------------
+
+def test_a_role_that_may_not_insert_is_told_apart_from_an_outage(tmp_path, db):
+    """collect_once.py keeps the sample (75, as --help says); flush_spool.py keeps the files
+    but exits 77, which the flush timer does not take for a passing outage."""
+    from psycopg import sql
+
+    from tests.helpers import base_env, run_script, spool_files
+
+    role = f"gt_select_only_{os.getpid()}"
+    with db.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA telemetry TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA telemetry TO {}")
+                     .format(sql.Identifier(role)))
+    try:
+        env = base_env(tmp_path, {**db.env, "PGUSER": role})
+        collected = run_script("collect_once.py", env=env, tmp_path=tmp_path)
+        assert collected.returncode == 75, collected.stderr
+        assert "permission denied" in collected.stderr and "sample spooled to" in collected.stderr
+        assert len(spool_files(tmp_path)) == 1
+        flushed = run_script("flush_spool.py", env=env, tmp_path=tmp_path)
+        assert flushed.returncode == 77, flushed.stderr
+        assert flushed.stderr.startswith("flush_spool.py: the database role may not do this: "
+                                         "permission denied")
+        assert len(flushed.stderr.splitlines()) == 1
+        assert len(spool_files(tmp_path)) == 1
+    finally:
+        with db.connect() as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+BAD_USAGE = [
+    ("collect_once.py", ["--loop", "--interval", "0"],
+     "--interval 0: the interval must be more than zero seconds"),
+    ("collect_once.py", ["--loop", "--interval", "-2.5"],
+     "--interval -2.5: the interval must be more than zero seconds"),
+    ("collect_once.py", ["--loop", "--interval", "nan"], "--interval nan: not a finite number"),
+    ("collect_once.py", ["--interval", "5"], "--interval without --loop"),
+    ("collect_once.py", ["--quiet"], "--quiet without --loop"),
+    ("collect_once.py", ["--raw"], "--raw without --dry-run"),
+    ("collect_once.py", ["--loop", "--dry-run"], "--loop and --dry-run cannot be combined"),
+    ("flush_spool.py", ["--batch", "0"], "--batch must be at least 1, got 0"),
+    ("flush_spool.py", ["--wait", "-1"], "--wait must be zero or more seconds, got -1"),
+    ("flush_spool.py", ["--wait", "inf"], "--wait inf: not a finite number of seconds"),
+    ("set_status.sh", ["busy"], "unknown tag 'busy': use one of idle, prod, bench"),
+    ("set_status.sh", ["idle", "a", "b"], "3 arguments (idle a b): TAG [MEMO] takes at most 2"),
+    ("set_status.sh", ["idle", "--run-id", "x", "--clear-run-id"], "not allowed with argument"),
+    ("set_status.sh", ["idle", "--run-id", "-bad"], "run id '-bad' must be"),
+    ("install_units.sh", ["--print", "--enable"], "--print writes nothing"),
+    ("install_units.sh", ["--enable", "--no-reload"], "--enable needs the reload"),
+]
+
+
+@pytest.mark.parametrize(("command", "args", "says"), BAD_USAGE,
+                         ids=[f"{c} {' '.join(a)}" for c, a, _ in BAD_USAGE])
+def test_a_bad_value_or_a_contradiction_is_one_line_and_exit_2(tmp_path, command, args, says):
+    from tests.helpers import base_env
+
+    env = base_env(tmp_path, None, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    (tmp_path / "empty.env").touch()
+    interpreter = [sys.executable] if command.endswith(".py") else ["bash"]
+    options = [] if command == "install_units.sh" else ["--env", str(tmp_path / "empty.env")]
+    result = subprocess.run([*interpreter, str(REPO_ROOT / "bin" / command), *options, *args],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and says in result.stderr, result.stderr
+    assert result.stderr.startswith(f"{command}: ")
+    assert not (tmp_path / "status.json").exists() and not (tmp_path / "config").exists()

@@ -199,6 +199,33 @@ def test_help_and_usage_errors(tmp_path, tools):
     assert result.returncode == 2 and "--log needs a value" in result.stderr
 
 
+def test_contradictory_log_options_are_refused_before_any_check(tmp_path, tools):
+    result = healthcheck(tmp_path, tools, "--log", str(tmp_path / "h.log"), "--no-log")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (f"host_healthcheck.sh: --log {tmp_path / 'h.log'} and "
+                                     "--no-log contradict each other (see --help)")
+    assert not (tmp_path / "h.log").exists()
+    result = healthcheck(tmp_path, tools, "--no-sudo", f"--log={tmp_path / 'h.log'}",
+                         default_log=True)
+    assert result.returncode == 1, result.stderr
+    assert (tmp_path / "h.log").read_text().splitlines()[-1] == "verdict: WARN"
+
+
+def test_every_nvidia_smi_call_is_answered_in_the_report(tmp_path, tools):
+    """The stand-in answers the summary, -L, the CSV query and the topology as the real tool
+    does, so the report shows what an operator would see."""
+    result = healthcheck(tmp_path, tools, "--no-sudo")
+    report = result.stdout
+    for missing in ("(query not available)", "(topology not available)", "(exit "):
+        assert missing not in report.split("===== Driver")[0], missing
+    gpu_section = report.split("===== NVIDIA GPU")[1].split("===== Driver")[0]
+    assert "| NVIDIA-SMI " in gpu_section and "Driver Version: " in gpu_section
+    assert ("name, uuid, pci.bus_id, temperature.gpu, power.draw [W], power.limit [W], "
+            "clocks.current.sm [MHz], pstate, fan.speed [%]") in gpu_section
+    assert gpu_section.count("NVIDIA GeForce RTX 2080, GPU-") == 2
+    assert "GPU0\t X \tPHB" in gpu_section and "Legend:" in gpu_section
+
+
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="coreutils timeout missing")
 def test_hung_nvidia_smi_is_cut_short(tmp_path, tools, db):
     store_sample(db)

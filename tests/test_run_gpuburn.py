@@ -234,6 +234,49 @@ def test_bad_options_are_one_line_and_exit_2(args, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("run_gpuburn.sh: "), err
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--sec", "abc"], "argument --sec: 'abc' is not a number of seconds"),
+    (["--sec", "1.5"], "argument --sec: '1.5' is not a whole number of seconds"),
+    (["--sec", "0"], "argument --sec: '0' is zero: gpu_burn needs 1 second or more"),
+    (["--sec", "-5"], "argument --sec: '-5' is negative: gpu_burn needs 1 second or more"),
+    (["--sec", "inf"], "argument --sec: 'inf' is not a finite number of seconds"),
+    (["--pre-idle-sec", "-2"], "argument --pre-idle-sec: '-2' is negative: give zero or more "
+                               "seconds"),
+    (["--cooldown-sec", "nan"], "argument --cooldown-sec: 'nan' is not a finite number"),
+    (["--pre-tag", "busy"], "argument --pre-tag: unknown tag 'busy': use one of idle, prod, "
+                            "bench"),
+    (["--tmux-session", "a:b"], "argument --tmux-session: 'a:b': use 1-64 letters"),
+])
+def test_a_bad_value_is_named_with_what_is_wrong_with_it(args, says, capsys):
+    with pytest.raises(SystemExit) as caught:
+        gpuburn.main(args)
+    assert caught.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_diagnostics_are_answered(tmp_path, burn_env):
+    """nvidia-smi (the stand-in, in the real tool's text format) and sensors answer; NVMe
+    controllers, where the host has any, need a sudo that is not there."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    sensors = tools / "sensors"
+    sensors.write_text('#!/bin/sh\necho "coretemp-isa-0000"\necho "Package id 0:  +45.0 C"\n')
+    sensors.chmod(0o755)
+    burn_env["PATH"] = f"{tools}{os.pathsep}{burn_env['PATH']}"
+    result = run_burn(tmp_path, burn_env, "--sec", "1")
+    assert result.returncode == 0, result.stderr
+    [log] = log_files(tmp_path)
+    log_text = log.read_text()
+    total = 2 + 2 * len(gpuburn.nvme_controllers())
+    for when in ("before", "after"):
+        assert f"diagnostics {when}: 2 of {total} commands answered" in log_text
+        assert re.search(rf"--- diagnostics {when}: \S*nvidia-smi -q -d "
+                         r"TEMPERATURE,PERFORMANCE,POWER \(exit 0, ", log_text), log_text
+    for line in ("        GPU Current Temp", "    Clocks Event Reasons", "    GPU Power Readings",
+                 "Package id 0:  +45.0 C"):
+        assert line in log_text, line
+
+
 def test_a_bad_number_through_the_script_changes_nothing(tmp_path, burn_env):
     result = run_burn(tmp_path, burn_env, "--sec", "abc")
     assert result.returncode == 2

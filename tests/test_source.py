@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from gpu_telemetry import source
+from gpu_telemetry import gpuburn, source
 from gpu_telemetry.errors import SourceError
 from gpu_telemetry.parser import parse_document
 from gpu_telemetry.source import read_nvidia_smi
@@ -290,3 +293,197 @@ def test_stand_in_lists_gpus_and_refuses_unknown_arguments(monkeypatch):
     refused = subprocess.run([STAND_IN, "--no-such-option"], capture_output=True, text=True)
     assert refused.returncode == 2
     assert "nvidia-smi -h" in refused.stdout
+
+
+# --- the stand-in answers every call the toolkit makes, as the real tool does ------------------
+
+REPO_ROOT = TESTS.parent
+ALL_FIXTURES = sorted(FIXTURES.glob("*.xml"))
+
+
+def stand_in(*args: str, fixture: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **env}
+    if fixture is not None:
+        environment["NVSMI_STANDIN_FIXTURE"] = str(fixture)
+    return subprocess.run([str(STAND_IN), *args], capture_output=True, text=True, timeout=30,
+                          env=environment, check=False, errors="replace")
+
+
+def healthcheck_calls() -> list[list[str]]:
+    """The arguments of every "$NVIDIA_SMI" call in bin/host_healthcheck.sh."""
+    script = (REPO_ROOT / "bin" / "host_healthcheck.sh").read_text().replace("\\\n", " ")
+    calls = []
+    for tail in re.findall(r'"\$NVIDIA_SMI"([^|&;)\n]*)', script):
+        words = shlex.split(re.sub(r"\d?>\S*", "", tail))
+        calls.append(words)
+    return calls
+
+
+def toolkit_calls() -> list[list[str]]:
+    calls = healthcheck_calls()
+    calls += [argv[1:] for argv in gpuburn.diagnostic_commands("nvidia-smi", "sudo", [])
+              if argv[0] == "nvidia-smi"]
+    calls.append(["-q", "-x"])  # the collector's one call (gpu_telemetry/source.py)
+    return calls
+
+
+def test_the_toolkits_calls_are_found():
+    calls = toolkit_calls()
+    assert [] in calls and ["-L"] in calls and ["-q", "-x"] in calls and ["topo", "-m"] in calls
+    assert ["-q", "-d", "TEMPERATURE,PERFORMANCE,POWER"] in calls
+    assert any(call and call[0].startswith("--format=csv") for call in calls)
+
+
+@pytest.mark.parametrize("fixture", ALL_FIXTURES, ids=lambda path: path.name)
+def test_every_call_the_toolkit_makes_is_answered(fixture):
+    for call in toolkit_calls():
+        result = stand_in(*call, fixture=fixture)
+        assert result.returncode == 0, (call, result.stdout, result.stderr)
+        assert result.stdout.strip() and not result.stderr, (call, result.stderr)
+
+
+def xml_gpus(fixture: Path) -> list[ET.Element]:
+    return ET.parse(fixture).getroot().findall("gpu")
+
+
+def test_query_gpu_is_csv_with_a_header_units_and_the_documents_values():
+    result = stand_in("--format=csv", "--query-gpu=name,uuid,pci.bus_id,temperature.gpu,"
+                      "power.draw,power.limit,clocks.sm,pstate,fan.speed,memory.used,index")
+    assert result.returncode == 0, result.stdout
+    header, row, *rest = result.stdout.splitlines()
+    assert not rest
+    assert header == ("name, uuid, pci.bus_id, temperature.gpu, power.draw [W], power.limit [W], "
+                      "clocks.current.sm [MHz], pstate, fan.speed [%], memory.used [MiB], index")
+    [gpu] = xml_gpus(DEFAULT_FIXTURE)
+    assert row.split(", ") == [
+        gpu.findtext("product_name"), gpu.findtext("uuid"), gpu.findtext("pci/pci_bus_id"),
+        gpu.findtext("temperature/gpu_temp").removesuffix(" C"),
+        gpu.findtext("gpu_power_readings/average_power_draw"),
+        gpu.findtext("gpu_power_readings/current_power_limit"),
+        gpu.findtext("clocks/sm_clock"), gpu.findtext("performance_state"),
+        gpu.findtext("fan_speed"), gpu.findtext("fb_memory_usage/used"), "0"]
+
+
+def test_query_gpu_noheader_nounits_and_what_a_gpu_does_not_report():
+    dual = stand_in("--query-gpu", "index,name,temperature.gpu,power.limit",
+                    "--format", "csv,noheader,nounits", fixture=FIXTURES / "dual_2080-v13.xml")
+    assert dual.returncode == 0
+    limits = [gpu.findtext("gpu_power_readings/current_power_limit").removesuffix(" W")
+              for gpu in xml_gpus(FIXTURES / "dual_2080-v13.xml")]
+    assert dual.stdout.splitlines() == [f"{i}, NVIDIA GeForce RTX 2080, 15, {limit}"
+                                        for i, limit in enumerate(limits)]
+    # N/A in the document, or not there at all (a v10 document): "[N/A]", as the real tool
+    minimal = stand_in("--query-gpu=name,power.draw,fan.speed,temperature.memory,pci.bus_id",
+                       "--format=csv,noheader", fixture=FIXTURES / "gtx-1070-ti.xml")
+    assert minimal.stdout == "GeForce GTX 1070 Ti, [N/A], 100 %, [N/A], 00000000:01:00.0\n"
+    t4 = stand_in("--query-gpu=fan.speed,clocks_throttle_reasons.active,"
+                  "clocks_throttle_reasons.hw_slowdown,pcie.link.width.current,timestamp",
+                  "--format=csv,noheader", fixture=FIXTURES / "tesla-t4.xml")
+    assert t4.stdout == "[N/A], 0x0000000000000000, Not Active, 8, 2023/04/24 16:22:39.000\n"
+    idle = stand_in("--query-gpu=clocks_event_reasons.active", "--format=csv,noheader",
+                    fixture=FIXTURES / "rtx-3060-v12.xml")
+    assert idle.stdout == "0x0000000000000001\n"  # GpuIdle, the one reason active
+
+
+@pytest.mark.parametrize(("args", "stdout"), [
+    (["--query-gpu=name,bogus", "--format=csv"],
+     'Field "bogus" is not a valid field to query.\n\n'),
+    (["--query-gpu=name"], "Invalid combination of input arguments. Please run 'nvidia-smi -h' "
+                           "for help.\n"),
+    (["--query-gpu=name", "--format=json"], "Invalid combination of input arguments. Please run "
+                                            "'nvidia-smi -h' for help.\n"),
+    (["-q", "-d", "NOSUCH"], "Invalid combination of input arguments. Please run 'nvidia-smi "
+                             "-h' for help.\n"),
+    (["-d", "POWER"], "Invalid combination of input arguments. Please run 'nvidia-smi -h' for "
+                      "help.\n"),
+    (["-L", "-q"], "Invalid combination of input arguments. Please run 'nvidia-smi -h' for "
+                   "help.\n"),
+    (["topo"], "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help.\n"),
+])
+def test_what_the_real_tool_refuses_is_refused_with_its_words(args, stdout):
+    result = stand_in(*args, NVSMI_STANDIN_MODE="gpu_lost")  # the options are checked first
+    assert (result.returncode, result.stdout, result.stderr) == (2, stdout, "")
+
+
+@pytest.mark.parametrize("args", [["-i", "0", "-q", "-x"], ["-q"], ["-q", "-d", "ECC"],
+                                  ["-q", "-x", "-d", "POWER"], ["pmon"], ["-l", "1"]])
+def test_what_the_stand_in_does_not_reproduce_says_so_on_stderr(args):
+    result = stand_in(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("nvidia-smi stand-in: ") and "not reproduced" in result.stderr
+
+
+@pytest.mark.parametrize(("mode", "returncode", "first_line"), [
+    ("gpu_lost", 15, "Unable to determine the device handle for GPU0000:01:00.0: GPU is lost."),
+    ("no_devices", 6, "No devices were found"),
+    ("driver_mismatch", 18, "Failed to initialize NVML: Driver/library version mismatch"),
+])
+def test_every_call_fails_the_same_way_when_the_gpu_does(mode, returncode, first_line):
+    for call in toolkit_calls():
+        result = stand_in(*call, NVSMI_STANDIN_MODE=mode)
+        assert result.returncode == returncode, call
+        assert result.stdout.startswith(first_line), (call, result.stdout)
+
+
+def test_the_text_report_has_the_sections_asked_for_with_the_documents_values():
+    result = stand_in("-q", "-d", "TEMPERATURE,PERFORMANCE,POWER")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["", "==============NVSMI LOG==============", ""]
+    [gpu] = xml_gpus(DEFAULT_FIXTURE)
+    driver = ET.parse(DEFAULT_FIXTURE).getroot().findtext("driver_version")
+    # Driver 580 and later put the colon at column 55, earlier ones at 42.
+    width = 55 if int(driver.split(".")[0]) >= 580 else 42
+    assert f"{'Driver Version':<{width}}: {driver}" in lines
+    assert f"GPU {gpu.findtext('pci/pci_bus_id')}" in lines
+    for label, path in (("GPU Current Temp", "temperature/gpu_temp"),
+                        ("GPU Slowdown Temp", "temperature/gpu_temp_slow_threshold"),
+                        ("Performance State", "performance_state"),
+                        ("Current Power Limit", "gpu_power_readings/current_power_limit")):
+        indent = "    " if label == "Performance State" else "        "
+        assert f"{indent + label:<{width}}: {gpu.findtext(path)}" in lines, label
+    # nested under HW Slowdown in the report, side by side in the XML
+    assert any(line.startswith("            HW Thermal Slowdown ") for line in lines)
+    for absent in ("FB Memory Usage", "Clocks", "Utilization"):
+        assert not any(line.strip() == absent for line in lines), absent
+
+    old = stand_in("-q", "-d", "TEMPERATURE,MEMORY", fixture=FIXTURES / "tesla-t4.xml")
+    assert "        GPU Current Temp                  : 40 C" in old.stdout.splitlines()
+    assert "    FB Memory Usage" in old.stdout.splitlines()
+
+
+def test_the_summary_table_and_the_topology_read_the_document():
+    fixture = FIXTURES / "dual_2080-v13.xml"
+    table = stand_in(fixture=fixture).stdout.splitlines()
+    boxed = [line for line in table[1:] if line and line[0] in "|+"]
+    assert boxed and all(len(line) == 91 for line in boxed)
+    rows = [line for line in table if re.match(r"\|\s+\d+\s+NVIDIA GeForce RTX 2080 ", line)]
+    assert len(rows) == 2 and "00000000:02:00.0" in rows[1]
+    topology = stand_in("topo", "-m", fixture=fixture).stdout.splitlines()
+    assert topology[0].split("\t")[1:3] == ["GPU0", "GPU1"]
+    assert topology[1].split("\t")[:3] == ["GPU0", " X ", "PHB"]
+    assert "Legend:" in topology
+
+
+def test_every_answer_reads_hot_while_gpu_burn_runs(tmp_path):
+    heat = tmp_path / "heat"
+    cold = stand_in("--query-gpu=temperature.gpu,power.draw", "--format=csv,noheader,nounits")
+    heat.write_text(f"{int(time.time())} 1\n")
+    hot = stand_in("--query-gpu=temperature.gpu,power.draw", "--format=csv,noheader,nounits",
+                   NVSMI_STANDIN_HEAT_FILE=str(heat))
+    (cold_temp, cold_power), (hot_temp, hot_power) = (
+        [float(value) for value in result.stdout.split(", ")] for result in (cold, hot))
+    assert hot_temp >= cold_temp + 25 and hot_power == pytest.approx(cold_power + 150)
+    report = stand_in("-q", "-d", "TEMPERATURE", NVSMI_STANDIN_HEAT_FILE=str(heat)).stdout
+    assert f": {int(hot_temp)} C" in report
+
+
+def test_the_misbehaving_modes_misbehave_for_every_answer():
+    full = stand_in("--query-gpu=name,uuid", "--format=csv").stdout
+    assert stand_in("--query-gpu=name,uuid", "--format=csv",
+                    NVSMI_STANDIN_MODE="truncated").stdout == full[:len(full) // 2]
+    assert stand_in("-L", NVSMI_STANDIN_MODE="empty").stdout == ""
+    garbage = stand_in("-q", "-d", "POWER", NVSMI_STANDIN_MODE="garbage")
+    assert garbage.returncode == 0 and "not xml" in garbage.stdout
+    slow = stand_in("topo", "-m", NVSMI_STANDIN_MODE="hang", NVSMI_STANDIN_HANG_SEC="0.2")
+    assert slow.returncode == 0 and "Legend:" in slow.stdout
