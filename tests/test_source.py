@@ -468,12 +468,14 @@ def test_the_summary_table_and_the_topology_read_the_document():
 def test_every_answer_reads_hot_while_gpu_burn_runs(tmp_path):
     heat = tmp_path / "heat"
     cold = stand_in("--query-gpu=temperature.gpu,power.draw", "--format=csv,noheader,nounits")
-    heat.write_text(f"{int(time.time())} 1\n")
+    # Started long enough ago that the heating has reached its ceiling (+45 C): the answers
+    # below are read a second or more apart and must agree.
+    heat.write_text(f"{int(time.time()) - 100} 1\n")
     hot = stand_in("--query-gpu=temperature.gpu,power.draw", "--format=csv,noheader,nounits",
                    NVSMI_STANDIN_HEAT_FILE=str(heat))
     (cold_temp, cold_power), (hot_temp, hot_power) = (
         [float(value) for value in result.stdout.split(", ")] for result in (cold, hot))
-    assert hot_temp >= cold_temp + 25 and hot_power == pytest.approx(cold_power + 150)
+    assert hot_temp == cold_temp + 45 and hot_power == pytest.approx(cold_power + 150)
     report = stand_in("-q", "-d", "TEMPERATURE", NVSMI_STANDIN_HEAT_FILE=str(heat)).stdout
     assert f": {int(hot_temp)} C" in report
 
