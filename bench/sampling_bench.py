@@ -22,10 +22,10 @@ with distinct uuids and bus ids) served by the nvidia-smi stand-in (tests/stand_
             temperature.gpu --format=csv,noheader`, then `-q -x`), opens a connection, inserts
             one row per GPU with the whole XML as jsonb into the original table, commits; CPU
             of T ticks from getrusage(RUSAGE_CHILDREN) deltas (uv, Python and both nvidia-smi
-            calls). The stand-in does not answer --query-gpu, so the original calls
-            bench/nvidia-smi-query (tests' stand-in for -q -x; for --query-gpu it prints the
-            lines the real tool prints for the same document, computed once by this benchmark:
-            a `cat` of a file, cheaper than the real tool, so the baseline is not inflated).
+            calls). The original calls bench/nvidia-smi-query (tests' stand-in for -q -x; for
+            --query-gpu it prints the lines the real tool prints for the same document,
+            computed once by this benchmark: a `cat` of a file, cheaper than the real tool and
+            than the stand-in's own answer, so the baseline is not inflated).
 
 PostgreSQL's own CPU (the server backend) is shown too, for information: ours from the loop's
 backend (/proc), the original's from the postmaster's reaped children (one backend per tick).
