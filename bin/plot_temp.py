@@ -6,7 +6,7 @@ plotted maximum is the true maximum however long the range; a short range draws 
 Status periods are background bands, thermal and power slowdowns shaded strips, the slowdown
 temperature a dashed line, stretches without samples hatched. When a tag, memo or run filter
 selects the rows, the picture spans the samples found (--full-range keeps the whole range);
---run-id alone draws the run with --margin minutes before and after. It prints one line: the
+--run-id alone draws the run with a margin before and after (--margin). It prints one line: the
 path, the range drawn, the number of samples and the resolution.
 
 Exit status: 0 written (also when there is no data: the picture says so); 2 usage; 70
@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from gpu_telemetry.cli import OneLineParser, add_common_options, run  # noqa: E402
 
-DEFAULT_MARGIN_MIN = 10.0
 METRIC_NAMES = ("temperature", "power", "sm_clock", "fan", "utilization", "memory_temperature")
 
 EXAMPLES = """\
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--end", metavar="TIME", help="ISO 8601 end (default: now)")
     when.add_argument("--margin", type=float, metavar="MIN",
                       help="with --run-id and no range: minutes drawn before and after the "
-                           f"run (default {DEFAULT_MARGIN_MIN:g})")
+                           "run (default: a fifth of the run's length)")
     when.add_argument("--full-range", action="store_true",
                       help="draw the whole range even when a tag, memo or run filter selects "
                            "only part of it (default: span the samples found)")
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = tuple(dict.fromkeys(args.metric or ["temperature"]))
     # A run inside an explicit range keeps the range (to compare runs on one time axis).
     fit = filters.selects_periods and not args.run_id and not args.full_range
-    margin = timedelta(minutes=DEFAULT_MARGIN_MIN if args.margin is None else args.margin)
+    margin = None if args.margin is None else timedelta(minutes=args.margin)
 
     def body() -> int:
         from gpu_telemetry.config import load_config

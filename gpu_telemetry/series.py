@@ -33,6 +33,9 @@ ROLLUP_BUCKET_SEC = 60
 MAX_POINTS = 1200  # about the width of a plot's drawing area in pixels
 GAP_STEPS = 3  # a gap is longer than this many sample intervals (or buckets)
 FIT_PAD = 0.02  # a picture fitted to the samples found is this much wider on each side
+# A run drawn by its id gets this share of its length before and after it: a 30-minute run
+# 6 minutes, an 18-second stand-in run 4 seconds, so the run fills the picture either way.
+RUN_MARGIN_SHARE = 0.2
 
 _THERMAL = "(throttle_hw_thermal OR throttle_sw_thermal OR throttle_hw_slowdown)"
 _POWER = "(throttle_sw_power_cap OR throttle_hw_power_brake)"
@@ -289,20 +292,24 @@ def fetch_extent(conn: psycopg.Connection, filters: Filters, start: datetime, en
 
 
 def fetch_plot(conn: psycopg.Connection, filters: Filters, metrics: tuple[str, ...],
-               start: datetime | None, end: datetime | None, *, run_margin: timedelta,
-               fit: bool, max_points: int = MAX_POINTS) -> Series:
+               start: datetime | None, end: datetime | None, *,
+               run_margin: timedelta | None = None, fit: bool = False,
+               max_points: int = MAX_POINTS) -> Series:
     """The series a picture draws, over the range it should show.
 
     Without start and end (a run asked for by id, no range), the run's own span widened by
-    run_margin on both sides, with the rows of its hosts in that margin (the baseline before,
-    what came after). With fit, the span of the samples the filters select inside [start, end),
-    as the original plots did: a 30-minute run found in 24 hours fills the picture."""
+    run_margin (default: RUN_MARGIN_SHARE of the run's length) on both sides, with the rows of
+    its hosts in that margin (the baseline before, what came after). With fit, the span of the
+    samples the filters select inside [start, end), as the original plots did: a 30-minute run
+    found in 24 hours fills the picture."""
     run = None
     if start is None or end is None:
         run = fetch_run(conn, filters.run_id, filters.host)
         if run is None:
             now = datetime.now(UTC)
             return assemble([], metrics, now - timedelta(hours=1), now, 1, False)
+        if run_margin is None:
+            run_margin = (run.last - run.first) * RUN_MARGIN_SHARE
         start, end = run.first - run_margin, run.last + run_margin + timedelta(microseconds=1)
         if len(run.hosts) == 1:
             filters = replace(filters, run_id=None, host=run.hosts[0])
