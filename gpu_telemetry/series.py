@@ -204,6 +204,7 @@ def _raw_part(columns: list[str], where: sql.Composable) -> sql.Composable:
         "SELECT floor(extract(epoch FROM ts) / %(bucket)s) * %(bucket)s AS t, host, gpu_uuid,"
         " status_tag, max(gpu_name), max(pci_bus_id), max(gpu_index), max(temp_slowdown_c),"
         f" count(*), count(*) FILTER (WHERE {_THERMAL}), count(*) FILTER (WHERE {_POWER}),"
+        " sum(extract(epoch FROM ts))::float8,"
         " {metrics} FROM telemetry.gpu_telemetry WHERE {where} GROUP BY 1, 2, 3, 4"
     ).format(metrics=metrics, where=where)
 
@@ -218,7 +219,9 @@ def _rollup_part(columns: list[str], where: sql.Composable) -> sql.Composable:
     return sql.SQL(
         "SELECT floor(extract(epoch FROM bucket) / %(bucket)s) * %(bucket)s AS t, host, gpu_uuid,"
         " status_tag, max(gpu_name), max(pci_bus_id), max(gpu_index), max(temp_slowdown_c),"
-        " sum(samples), sum(thermal_slowdown_n), sum(power_cap_n), {metrics}"
+        " sum(samples), sum(thermal_slowdown_n), sum(power_cap_n),"
+        f" sum((extract(epoch FROM bucket) + {ROLLUP_BUCKET_SEC / 2}) * samples)::float8,"
+        " {metrics}"
         " FROM telemetry.gpu_telemetry_1m WHERE {where} GROUP BY 1, 2, 3, 4"
     ).format(metrics=metrics, where=where)
 
@@ -362,15 +365,15 @@ def assemble(rows: list[tuple], metrics: tuple[str, ...], start: datetime, end: 
     status_counts: dict[float, dict] = defaultdict(lambda: defaultdict(int))
     samples = 0
     for row in rows:
-        t, host, uuid, tag, name, bus, index, slowdown, count, thermal, power = row[:11]
-        values = row[11:]
+        t, host, uuid, tag, name, bus, index, slowdown, count, thermal, power, at = row[:12]
+        values = row[12:]
         samples += count
         status_counts[t][tag] += count
         point = merged.get((host, uuid, t))
         if point is None:
             point = merged[(host, uuid, t)] = {
                 "name": name, "bus": bus, "index": index, "slowdown": slowdown,
-                "thermal": 0, "power": 0,
+                "thermal": 0, "power": 0, "count": 0, "at": 0.0,
                 "low": [None] * len(metrics), "high": [None] * len(metrics),
                 "sum": [0.0] * len(metrics), "n": [0] * len(metrics)}
         point["name"] = point["name"] or name
@@ -380,6 +383,8 @@ def assemble(rows: list[tuple], metrics: tuple[str, ...], start: datetime, end: 
             point["slowdown"] = max(point["slowdown"] or slowdown, slowdown)
         point["thermal"] += thermal
         point["power"] += power
+        point["count"] += count
+        point["at"] += at
         for i in range(len(metrics)):
             low, high, total, n = values[4 * i: 4 * i + 4]
             if low is not None:
@@ -396,7 +401,9 @@ def assemble(rows: list[tuple], metrics: tuple[str, ...], start: datetime, end: 
         if series is None:
             series = gpus[(host, uuid)] = GpuSeries(host, uuid, point["name"], point["bus"],
                                                     point["index"])
-        series.times.append(datetime.fromtimestamp(float(t), start.tzinfo))
+        # Drawn at the mean time of its samples: a bucket holding one sample is drawn where
+        # that sample was taken, not at the bucket's start.
+        series.times.append(datetime.fromtimestamp(point["at"] / point["count"], start.tzinfo))
         for i, metric in enumerate(metrics):
             n = point["n"][i]
             series.low[metric].append(point["low"][i])
