@@ -7,9 +7,9 @@ bin/init_db.sh into a template database, writes N spool files the way collect_on
 (the 2-GPU dual_2080-v13 capture; raw_json null except every 120th sample, as RAW_EVERY_SEC=600
 at a 5 s interval keeps it) and times, each on a fresh copy of the database, R times:
 
-  floor     read + parse + validate every file (gpu_telemetry.spool.read_spool_file), then one
+  floor     read + parse + validate every file (collector.spool.read_spool_file), then one
             COPY of all the rows into an unlogged table: what any flush must at least do;
-  ours      gpu_telemetry.flush.flush_spool, as bin/flush_spool.py calls it (files recreated
+  ours      collector.flush.flush_spool, as bin/flush_spool.py calls it (files recreated
             before each repetition);
   original  per file: one transaction, a single-row INSERT per GPU (every column, raw_json as
             jsonb), COMMIT, unlink: the original scripts' approach.
@@ -42,13 +42,13 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
+from gpu_telemetry.collector.flush import flush_spool  # noqa: E402
+from gpu_telemetry.collector.parser import element_to_json, parse_document  # noqa: E402
+from gpu_telemetry.collector.sample import COLUMN_TYPES, new_sample  # noqa: E402
+from gpu_telemetry.collector.spool import pending_files, read_spool_file, write_spool  # noqa: E402
 from gpu_telemetry.config import Config  # noqa: E402
-from gpu_telemetry.flush import flush_spool  # noqa: E402
-from gpu_telemetry.parser import element_to_json, parse_document  # noqa: E402
-from gpu_telemetry.sample import COLUMN_TYPES, new_sample  # noqa: E402
-from gpu_telemetry.spool import pending_files, read_spool_file, write_spool  # noqa: E402
-from gpu_telemetry.status import Status  # noqa: E402
-from gpu_telemetry.store import ROW_COLUMNS  # noqa: E402
+from gpu_telemetry.db.store import ROW_COLUMNS  # noqa: E402
+from gpu_telemetry.ops.status import Status  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "dual_2080-v13.xml"

@@ -44,7 +44,7 @@ PLAIN = """
 import sys
 sys.path.insert(0, {repo!r})
 sys.argv = ["plot_temp.py", *{args!r}]
-import gpu_telemetry.series as series
+import gpu_telemetry.analysis.series as series
 series.ROLLUP_BUCKET_SEC = 10 ** 9  # never read the rollup: bucket the raw rows
 sys.path.insert(0, {bin!r})
 import runpy

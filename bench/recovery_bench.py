@@ -7,7 +7,7 @@ bin/init_db.sh into a template database (plus the original layout, as in storage
 writes, untimed, N spool files (default 86,400: a day at 1 Hz) the way the collector writes them
 while the database is down: an 8-GPU document (the <gpu> element of rtx-3080-v13.xml repeated
 with distinct uuids and bus ids), raw_json on one sample in 600 (RAW_EVERY_SEC=600 at 1 Hz),
-the body and file name of gpu_telemetry.spool.write_spool (without its fsyncs: only the flush is
+the body and file name of collector.spool.write_spool (without its fsyncs: only the flush is
 measured). Each figure is the median of R runs on a fresh copy of the database, the spool put
 back with hard links before each:
 
@@ -64,10 +64,10 @@ from bench.flush_bench import (  # noqa: E402
 )
 from bench.flush_bench import run_original as run_per_file  # noqa: E402
 from bench.storage_bench import ORIGINAL_SCHEMA  # noqa: E402
-from gpu_telemetry.parser import element_to_json, parse_document  # noqa: E402
-from gpu_telemetry.sample import new_sample  # noqa: E402
-from gpu_telemetry.spool import _file_stem, pending_files  # noqa: E402
-from gpu_telemetry.status import Status  # noqa: E402
+from gpu_telemetry.collector.parser import element_to_json, parse_document  # noqa: E402
+from gpu_telemetry.collector.sample import new_sample  # noqa: E402
+from gpu_telemetry.collector.spool import _file_stem, pending_files  # noqa: E402
+from gpu_telemetry.ops.status import Status  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 ONE_GPU_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "rtx-3080-v13.xml"
@@ -123,7 +123,7 @@ def gpu_document(gpus: int) -> bytes:
 # -- the spools (set-up, not timed) ----------------------------------------------------------------
 
 def _write_file(folder: Path, stem: str, body: bytes) -> None:
-    # gpu_telemetry.spool.write_spool's body and name, without its temp file and fsyncs.
+    # gpu_telemetry.collector.spool.write_spool's body and name, without its temp file and fsyncs.
     with open(folder / f"{stem}.json", "wb") as out:
         out.write(body)
 

@@ -13,7 +13,7 @@ with distinct uuids and bus ids) served by the nvidia-smi stand-in (tests/stand_
             excluded) and its reaped children's (cutime + cstime: the stand-in processes) over
             N stored samples (rows in the database / GPUs); the end is read from the zombie
             after SIGTERM, so the last sample is counted exactly;
-  spawn+parse  the part of it no collector avoids: gpu_telemetry.source.read_nvidia_smi (spawn
+  spawn+parse  the part of it no collector avoids: collector.source.read_nvidia_smi (spawn
             the stand-in, read its output) and parser.parse_document, in a loop in this process
             (its own CPU plus its children's, getrusage);
   original  the original's process model: every tick a fresh `uv run python <script>` process
@@ -58,8 +58,8 @@ from bench.flush_bench import (  # noqa: E402
     make_template,
 )
 from bench.recovery_bench import ORIGINAL_SCHEMA, gpu_document  # noqa: E402
-from gpu_telemetry.parser import parse_document  # noqa: E402
-from gpu_telemetry.source import read_nvidia_smi  # noqa: E402
+from gpu_telemetry.collector.parser import parse_document  # noqa: E402
+from gpu_telemetry.collector.source import read_nvidia_smi  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 STAND_IN = REPO_ROOT / "tests" / "stand_ins" / "nvidia-smi"

@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO_ROOT))
 import psycopg  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
-from gpu_telemetry.parser import element_to_json, parse_document  # noqa: E402
-from gpu_telemetry.sample import validate_sample  # noqa: E402
-from gpu_telemetry.store import insert_samples  # noqa: E402
+from gpu_telemetry.collector.parser import element_to_json, parse_document  # noqa: E402
+from gpu_telemetry.collector.sample import validate_sample  # noqa: E402
+from gpu_telemetry.db.store import insert_samples  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 DOCUMENT = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "rtx-3080-v13.xml"

@@ -1,95 +1,10 @@
 #!/usr/bin/env python3
 """Take one sample of every GPU and store it in PostgreSQL (spooled while the database is down).
 
-Exit status: 0 stored (with --dry-run: printed); 2 usage (a bad value, or options that
-contradict each other); 69 the GPU source failed (event recorded or spooled); 70 internal
-error (a bug: --debug shows the traceback); 74 the spool could not be written either; 75
-spooled (database unreachable, or it refused the sample, e.g. a role that may not insert: the
-sample is safe on disk); 78 configuration error; 130 interrupted. With --loop: runs until
-SIGTERM or SIGINT, finishes the sample in hand and exits 0 (a failing sample is reported and
-the loop goes on).
+The command lives in gpu_telemetry/cli/collect_once.py; `--help` says how to use it.
 """
 
-import argparse
-import math
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gpu_telemetry.cli import OneLineParser, add_common_options, run  # noqa: E402
-
-EXAMPLES = """\
-examples:
-  uv run ./bin/collect_once.py                 store one sample
-  uv run ./bin/collect_once.py --dry-run       print the sample as JSON, store nothing
-  uv run ./bin/collect_once.py --loop          sample every SAMPLE_INTERVAL_SEC until stopped
-  uv run ./bin/collect_once.py --loop --interval 1 --quiet
-  NVIDIA_SMI=tests/stand_ins/nvidia-smi uv run ./bin/collect_once.py --dry-run
-                                               try it without a GPU
-"""
-
-
-def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A bad value says what is wrong with it; an option that would be ignored is refused,
-    since whoever gave it meant something else."""
-    if args.interval is not None:
-        if math.isnan(args.interval) or math.isinf(args.interval):
-            parser.error(f"--interval {args.interval:g}: not a finite number of seconds")
-        if args.interval <= 0:
-            parser.error(f"--interval {args.interval:g}: the interval must be more than zero "
-                         "seconds")
-    if args.loop and args.dry_run:
-        parser.error("--loop and --dry-run cannot be combined (--dry-run takes one sample)")
-    if args.interval is not None and not args.loop:
-        parser.error("--interval without --loop: options of the loop need --loop (a single "
-                     "sample has no interval)")
-    if args.quiet and not args.loop:
-        parser.error("--quiet without --loop: options of the loop need --loop (a single "
-                     "sample prints one line anyway)")
-    if args.raw and not args.dry_run:
-        parser.error("--raw without --dry-run: it only changes what --dry-run prints (stored "
-                     "samples keep raw_json every RAW_EVERY_SEC)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(
-        prog="collect_once.py",
-        description="Read nvidia-smi once and store every GPU's reading in PostgreSQL.",
-        epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the sample as one JSON object; touch neither database nor "
-                             "spool")
-    parser.add_argument("--raw", action="store_true",
-                        help="with --dry-run: include each GPU's raw_json")
-    parser.add_argument("--loop", action="store_true",
-                        help="keep sampling on a fixed schedule with one database connection; "
-                             "spool while the database is down and flush when it is back")
-    parser.add_argument("--interval", type=float, metavar="SEC",
-                        help="with --loop: seconds between samples, fractions allowed "
-                             "(default: SAMPLE_INTERVAL_SEC, 5)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="with --loop: no line per sample, only changes of state")
-    add_common_options(parser)
-    args = parser.parse_args(argv)
-    check_options(parser, args)
-
-    def body() -> int:
-        from gpu_telemetry.collect import collect_once
-        from gpu_telemetry.config import load_config
-
-        config = load_config(args.env)
-        if args.loop:
-            from gpu_telemetry.loop import CollectorLoop
-
-            interval = args.interval or config.sample_interval_sec
-            return CollectorLoop(config, interval, quiet=args.quiet).run()
-        return collect_once(config, dry_run=args.dry_run, raw=args.raw)
-
-    return run(body, debug=args.debug, program="collect_once.py")
-
+from gpu_telemetry.cli.collect_once import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

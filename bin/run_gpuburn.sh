@@ -29,7 +29,7 @@
 # Example: bin/run_gpuburn.sh --pre-idle-sec 180 --sec 900 --cooldown-sec 600 \
 #            --final-tag prod --final-memo "prod (normal usage)" --memo-suffix " fan=25%" --tmux
 #
-# Log: LOG_DIR/gpu-burn-YYYYmmdd-HHMMSS.log. The logic is gpu_telemetry/gpuburn.py.
+# Log: LOG_DIR/gpu-burn-YYYYmmdd-HHMMSS.log. The logic is gpu_telemetry/ops/gpuburn.py.
 #
 # Exit status: gpu_burn's own (0 every GPU passed), or 1 tmux refused, 2 usage, 70 internal error, 74 status file or
 # log not writable, 78 configuration error, 124 gpu_burn hung, 127 gpu_burn (or uv) not found,
@@ -44,9 +44,9 @@ readonly REPO_ROOT
 main() {
   export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
   if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
-    exec "$REPO_ROOT/.venv/bin/python" -P -m gpu_telemetry.gpuburn "$@"
+    exec "$REPO_ROOT/.venv/bin/python" -P -m gpu_telemetry.ops.gpuburn "$@"
   fi
-  exec "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P -m gpu_telemetry.gpuburn "$@"
+  exec "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P -m gpu_telemetry.ops.gpuburn "$@"
 }
 
 main "$@"

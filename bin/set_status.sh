@@ -74,7 +74,7 @@ main() {
   ((${#positional[@]} >= 1)) || usage_error "a TAG is needed (idle, prod or bench)"
   ((${#positional[@]} <= 2)) \
     || usage_error "${#positional[@]} arguments (${positional[*]}): TAG [MEMO] takes at most 2; quote a memo with spaces"
-  run_python -m gpu_telemetry.status "${options[@]}" -- "${positional[@]}"
+  run_python -m gpu_telemetry.ops.status "${options[@]}" -- "${positional[@]}"
 }
 
 main "$@"

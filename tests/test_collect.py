@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gpu_telemetry.parser import GPU_COLUMNS
+from gpu_telemetry.collector.parser import GPU_COLUMNS
 from tests.helpers import base_env, run_script, spool_files, write_status
 
 GPU_LOST = ("Unable to determine the device handle for GPU0000:01:00.0: GPU is lost. "

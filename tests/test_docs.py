@@ -236,7 +236,7 @@ def test_every_documented_command_exists_with_the_options_shown():
 # --- (b) configuration keys ----------------------------------------------------------------------
 
 def code_text() -> str:
-    files = [*sorted((REPO_ROOT / "gpu_telemetry").glob("*.py")),
+    files = [*sorted((REPO_ROOT / "gpu_telemetry").rglob("*.py")),
              *sorted((REPO_ROOT / "bin").glob("*.py")), *sorted((REPO_ROOT / "bin").glob("*.sh")),
              *sorted((REPO_ROOT / "bin" / "lib").glob("*.sh"))]
     return "\n".join(path.read_text() for path in files)
@@ -297,7 +297,7 @@ def test_every_key_in_the_runbooks_tables_is_read():
 
 def package_text() -> str:
     return "\n".join(path.read_text()
-                     for path in sorted((REPO_ROOT / "gpu_telemetry").glob("*.py")))
+                     for path in sorted((REPO_ROOT / "gpu_telemetry").rglob("*.py")))
 
 
 def emitted_event_kinds() -> set[str]:
@@ -318,10 +318,10 @@ def emitted_event_kinds() -> set[str]:
 
 
 def failure_classes() -> set[str]:
-    source = (REPO_ROOT / "gpu_telemetry" / "source.py").read_text()
+    source = (REPO_ROOT / "gpu_telemetry" / "collector" / "source.py").read_text()
     classes = set(re.findall(r'SourceError\(\s*"([a-z_]+)"', package_text()))
     by_text = re.search(r"^_KINDS_BY_TEXT = \((.*?)^\)", source, re.M | re.S)
-    assert by_text, "gpu_telemetry/source.py has no _KINDS_BY_TEXT"
+    assert by_text, "gpu_telemetry/collector/source.py has no _KINDS_BY_TEXT"
     classes |= set(re.findall(r'\("[^"\n]+",\s*"([a-z_]+)"\)', by_text.group(1)))
     for first, second in re.findall(r'kind = "([a-z_]+)" if [^\n]*\n?\s*else "([a-z_]+)"',
                                     source):
@@ -440,7 +440,9 @@ QUIET_ON_BROKEN_PIPE = 1
 
 
 def python_sources() -> dict[str, str]:
-    return {path.stem: path.read_text() for path in sorted(PACKAGE.glob("*.py"))}
+    """Module name below the package ("cli.common", "errors") -> its text."""
+    return {".".join(path.relative_to(PACKAGE).with_suffix("").parts): path.read_text()
+            for path in sorted(PACKAGE.rglob("*.py")) if path.name != "__init__.py"}
 
 
 def exit_constants() -> dict[str, int]:
@@ -476,9 +478,9 @@ def class_exit_codes(texts: list[str]) -> dict[str, int]:
 
 
 def imported_modules(text: str) -> set[str]:
-    names = set(re.findall(r"^\s*from gpu_telemetry\.(\w+) import", text, re.M))
-    names |= set(re.findall(r"^\s*import gpu_telemetry\.(\w+)", text, re.M))
-    names |= set(re.findall(r"-m gpu_telemetry\.(\w+)", text))
+    names = set(re.findall(r"^\s*from gpu_telemetry\.([\w.]+) import", text, re.M))
+    names |= set(re.findall(r"^\s*import gpu_telemetry\.([\w.]+)", text, re.M))
+    names |= set(re.findall(r"-m gpu_telemetry\.([\w.]+)", text))
     return names
 
 
@@ -507,15 +509,15 @@ def python_exit_codes(entry_text: str) -> set[int]:
     classes = class_exit_codes([entry_text, *python_sources().values()])
     constants = exit_constants()
     codes = {0}
-    for text in [entry_text, *(text for name, text in modules.items() if name != "cli")]:
+    for text in [entry_text, *(text for name, text in modules.items() if name != "cli.common")]:
         codes |= {constants[name] for name in re.findall(r"\breturn (EXIT_[A-Z_]+)\b", text)}
         codes |= {constants[name] for name in re.findall(r"\bexit_code=(EXIT_[A-Z_]+)\b", text)}
         codes |= {classes[name] for name in re.findall(r"\braise (\w+)\(", text)
                   if name in classes}
-    if "cli" in modules:
+    if "cli.common" in modules:
         # The parser's usage errors, and what run() makes of anything the command lets
         # through; a psycopg error only where something imports psycopg.
-        cli = python_sources()["cli"]
+        cli = python_sources()["cli.common"]
         run_body = function_body(cli, "run")
         codes |= {constants[name] for name in re.findall(r"\.exit\((EXIT_[A-Z_]+)", cli)}
         codes |= {constants[name] for name in re.findall(r"\breturn (EXIT_[A-Z_]+)", run_body)}
@@ -681,7 +683,7 @@ def test_every_health_check_line_is_explained():
 
 def test_every_quarantine_reason_is_explained():
     code = "\n".join((REPO_ROOT / "gpu_telemetry" / name).read_text()
-                     for name in ("sample.py", "spool.py"))
+                     for name in ("collector/sample.py", "collector/spool.py"))
     reasons = re.findall(r'InvalidSample\(f?"([^"]+)"', code)
     assert len(reasons) >= 10
     text = section(TROUBLESHOOTING.read_text(), "Quarantined spool files")

@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gpu_telemetry.parser import GPU_COLUMNS, element_to_json, parse_document
-from gpu_telemetry.sample import new_sample
-from gpu_telemetry.spool import spool_lock, write_spool
-from gpu_telemetry.status import Status
+from gpu_telemetry.collector.parser import GPU_COLUMNS, element_to_json, parse_document
+from gpu_telemetry.collector.sample import new_sample
+from gpu_telemetry.collector.spool import spool_lock, write_spool
+from gpu_telemetry.ops.status import Status
 from tests.helpers import FIXTURES, base_env, run_script, spool_files
 
 T4_XML = (FIXTURES / "tesla-t4.xml").read_text()

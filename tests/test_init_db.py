@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gpu_telemetry.parser import GPU_COLUMNS
+from gpu_telemetry.collector.parser import GPU_COLUMNS
 from tests.conftest import REPO_ROOT, Database
 from tests.pgserver import PgServer, free_port
 

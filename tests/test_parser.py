@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from gpu_telemetry.collector.parser import FIELDS, GPU_COLUMNS, element_to_json, parse_document
 from gpu_telemetry.errors import SourceError
-from gpu_telemetry.parser import FIELDS, GPU_COLUMNS, element_to_json, parse_document
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from bench import synthetic
-from gpu_telemetry.parser import parse_document
-from gpu_telemetry.sample import validate_sample
-from gpu_telemetry.series import Filters, bucket_seconds, fetch_series
-from gpu_telemetry.store import insert_samples
+from gpu_telemetry.analysis.series import Filters, bucket_seconds, fetch_series
+from gpu_telemetry.collector.parser import parse_document
+from gpu_telemetry.collector.sample import validate_sample
+from gpu_telemetry.db.store import insert_samples
 from tests.conftest import database_copy
 from tests.helpers import FIXTURES, base_env, run_script
 
@@ -444,8 +444,8 @@ def test_a_metric_no_gpu_reports_is_left_out(five_second_day, tmp_path):
 
 
 def drawn(db, tmp_path, start, end, metrics=("temperature",), filters=None):
-    from gpu_telemetry.plotting import render
-    from gpu_telemetry.timerange import zone
+    from gpu_telemetry.analysis.plotting import render
+    from gpu_telemetry.analysis.timerange import zone
 
     reduced = series(db, filters=filters, metrics=metrics, start=start, end=end)
     return reduced, render(reduced, tmp_path / "drawn.png", title=None, tz=zone("utc"),
@@ -487,7 +487,7 @@ def test_some_gpus_without_the_metric_are_named_in_the_panel(db, tmp_path):
     ([30, 80], "°C", 30, 80),
 ])
 def test_flat_series_get_a_readable_range(values, unit, low, high):
-    from gpu_telemetry.axes import readable_limits
+    from gpu_telemetry.analysis.axes import readable_limits
 
     bottom, top = readable_limits(values, unit)
     assert bottom <= low and top >= high
@@ -495,7 +495,7 @@ def test_flat_series_get_a_readable_range(values, unit, low, high):
 
 
 def test_no_value_gives_no_range():
-    from gpu_telemetry.axes import readable_limits
+    from gpu_telemetry.analysis.axes import readable_limits
 
     assert readable_limits([None, float("nan")], "°C") is None
 

@@ -121,6 +121,9 @@ def newcomer_environment(tmp_path: Path, clone: Path, server: PgServer, login: s
         "PGUSER": login,
         "PGCONNECT_TIMEOUT": "5",
         "NVIDIA_SMI": str(clone / "tests" / "stand_ins" / "nvidia-smi"),
+        # The clone's own package, as `uv run` in the clone would install it (this interpreter
+        # has the checkout's installed).
+        "PYTHONPATH": str(clone),
     })
     return env
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gpu_telemetry.sample import validate_sample
-from gpu_telemetry.store import insert_samples
+from gpu_telemetry.collector.sample import validate_sample
+from gpu_telemetry.db.store import insert_samples
 
 METRICS = ("temp_c", "memory_temp_c", "power_draw_w", "clocks_sm_mhz", "fan_pct", "util_gpu_pct")
 START = datetime(2026, 1, 4, 0, 0, 30, tzinfo=UTC)

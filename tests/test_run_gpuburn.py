@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gpu_telemetry import gpuburn
-from gpu_telemetry.status import Status
+from gpu_telemetry.ops import gpuburn
+from gpu_telemetry.ops.status import Status
 from tests.helpers import REPO_ROOT, STAND_IN, base_env
 
 RUN_GPUBURN = REPO_ROOT / "bin" / "run_gpuburn.sh"

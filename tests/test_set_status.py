@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gpu_telemetry import status as status_module
 from gpu_telemetry.errors import EXIT_IO, StatusError
-from gpu_telemetry.status import Status, read_status, write_status
+from gpu_telemetry.ops import status as status_module
+from gpu_telemetry.ops.status import Status, read_status, write_status
 from tests.helpers import REPO_ROOT, base_env
 
 SET_STATUS = REPO_ROOT / "bin" / "set_status.sh"

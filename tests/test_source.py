@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from gpu_telemetry import gpuburn, source
+from gpu_telemetry.collector import source
+from gpu_telemetry.collector.parser import parse_document
+from gpu_telemetry.collector.source import read_nvidia_smi
 from gpu_telemetry.errors import SourceError
-from gpu_telemetry.parser import parse_document
-from gpu_telemetry.source import read_nvidia_smi
+from gpu_telemetry.ops import gpuburn
 
 TESTS = Path(__file__).resolve().parent
 STAND_IN = TESTS / "stand_ins" / "nvidia-smi"
@@ -323,7 +324,7 @@ def toolkit_calls() -> list[list[str]]:
     calls = healthcheck_calls()
     calls += [argv[1:] for argv in gpuburn.diagnostic_commands("nvidia-smi", "sudo", [])
               if argv[0] == "nvidia-smi"]
-    calls.append(["-q", "-x"])  # the collector's one call (gpu_telemetry/source.py)
+    calls.append(["-q", "-x"])  # the collector's one call (gpu_telemetry/collector/source.py)
     return calls
 
 

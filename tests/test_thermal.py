@@ -1,4 +1,4 @@
-"""gpu_telemetry.thermal: known first-order constants are recovered from noisy whole-degree
+"""gpu_telemetry.analysis.thermal: known first-order constants are recovered from noisy whole-degree
 readings; degenerate inputs give None and a note, never an exception."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gpu_telemetry.thermal import Phase, analyse, fit_first_order, throttle_share
+from gpu_telemetry.analysis.thermal import Phase, analyse, fit_first_order, throttle_share
 
 TOLERANCE = 0.10
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gpu_telemetry.parser import parse_document
-from gpu_telemetry.sample import default_host, new_sample
-from gpu_telemetry.spool import write_spool
-from gpu_telemetry.status import Status
+from gpu_telemetry.collector.parser import parse_document
+from gpu_telemetry.collector.sample import default_host, new_sample
+from gpu_telemetry.collector.spool import write_spool
+from gpu_telemetry.ops.status import Status
 from tests.helpers import FIXTURES, REPO_ROOT
 
 CALL_LOG = "nvidia-smi-calls.log"

@@ -9,8 +9,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gpu_telemetry.sample import default_host
-from gpu_telemetry.spool import BAD_DIR, LOCK_NAME, STALE_TEMP_SEC, TEMP_PREFIX
+from gpu_telemetry.collector.sample import default_host
+from gpu_telemetry.collector.spool import BAD_DIR, LOCK_NAME, STALE_TEMP_SEC, TEMP_PREFIX
 from tests.reliability.harness import query
 
 # nvidia-smi is called right after the sample's time is taken (collect.take_sample): the

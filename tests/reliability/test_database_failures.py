@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gpu_telemetry.sample import default_host
+from gpu_telemetry.collector.sample import default_host
 from tests.helpers import base_env, run_script
 from tests.reliability.harness import (
     CALL_LOG,

@@ -10,10 +10,10 @@ import re
 import signal
 import time
 
-from gpu_telemetry import flush as flush_module
+from gpu_telemetry.collector import flush as flush_module
+from gpu_telemetry.collector.sample import default_host
+from gpu_telemetry.collector.spool import BAD_DIR, TEMP_PREFIX
 from gpu_telemetry.config import load_config
-from gpu_telemetry.sample import default_host
-from gpu_telemetry.spool import BAD_DIR, TEMP_PREFIX
 from tests.helpers import base_env
 from tests.reliability.harness import (
     CALL_LOG,

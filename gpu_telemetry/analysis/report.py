@@ -1,6 +1,6 @@
 """The thermal report of one run (body of bin/report_run.py): fetch the run's rows, split each
-GPU's rows into idle-before, bench and cooling, analyse them (gpu_telemetry.thermal) and write
-Markdown, a PNG and JSON.
+GPU's rows into idle-before, bench and cooling, analyse them (analysis.thermal) and
+write Markdown, a PNG and JSON.
 
 Phases, as bin/run_gpuburn.sh tags them under one run id: pre-idle (idle), bench (bench), post
 (idle), cooldown (idle); the final status carries no run id.
@@ -29,11 +29,11 @@ import psycopg
 from psycopg.rows import dict_row
 
 from gpu_telemetry import REPO_ROOT
-from gpu_telemetry.axes import note_not_reported, readable_limits
+from gpu_telemetry.analysis.axes import note_not_reported, readable_limits
+from gpu_telemetry.analysis.thermal import Phase, ThermalSummary, analyse
+from gpu_telemetry.collector.sample import COLUMN_TYPES
+from gpu_telemetry.db.store import connect, first_line
 from gpu_telemetry.errors import ConfigError, DatabaseUnavailable, OutputError, TelemetryError
-from gpu_telemetry.sample import COLUMN_TYPES
-from gpu_telemetry.store import connect, first_line
-from gpu_telemetry.thermal import Phase, ThermalSummary, analyse
 
 EXIT_NO_ROWS = 1
 REPORT_DIR = REPO_ROOT / "docs" / "reports"

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from gpu_telemetry.collector.parser import element_to_json, parse_document
+from gpu_telemetry.collector.sample import default_host, event, new_sample, now_utc, validate_sample
+from gpu_telemetry.collector.source import read_nvidia_smi
+from gpu_telemetry.collector.spool import SpoolCap, write_spool
 from gpu_telemetry.config import Config
+from gpu_telemetry.db.store import connect, first_line, insert_samples
 from gpu_telemetry.errors import (
     EXIT_OK,
     EXIT_SOURCE_FAILED,
@@ -17,12 +22,7 @@ from gpu_telemetry.errors import (
     DatabaseUnavailable,
     SourceError,
 )
-from gpu_telemetry.parser import element_to_json, parse_document
-from gpu_telemetry.sample import default_host, event, new_sample, now_utc, validate_sample
-from gpu_telemetry.source import read_nvidia_smi
-from gpu_telemetry.spool import SpoolCap, write_spool
-from gpu_telemetry.status import read_status
-from gpu_telemetry.store import connect, first_line, insert_samples
+from gpu_telemetry.ops.status import read_status
 
 
 def warn(message: str) -> None:

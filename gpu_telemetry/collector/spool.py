@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from gpu_telemetry.collector.sample import InvalidSample, validate_sample
 from gpu_telemetry.errors import SpoolError
-from gpu_telemetry.sample import InvalidSample, validate_sample
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".flush.lock"

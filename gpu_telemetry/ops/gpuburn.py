@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gpu_telemetry import REPO_ROOT
-from gpu_telemetry.cli import OneLineParser, add_common_options, run
+from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
 from gpu_telemetry.config import DEFAULTS, PG_KEYS, Config, load_config
 from gpu_telemetry.errors import (
     EXIT_IO,
@@ -41,7 +41,7 @@ from gpu_telemetry.errors import (
     StatusError,
     TelemetryError,
 )
-from gpu_telemetry.status import (
+from gpu_telemetry.ops.status import (
     MAX_TEXT_CHARS,
     VALID_TAGS,
     check_memo,

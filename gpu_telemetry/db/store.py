@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
+from gpu_telemetry.collector.sample import COLUMN_TYPES
 from gpu_telemetry.errors import DatabaseUnavailable
-from gpu_telemetry.sample import COLUMN_TYPES
 
 ROW_COLUMNS = ("ts", "host", "status_tag", "status_memo", "run_id", *COLUMN_TYPES, "raw_json")
 EVENT_COLUMNS = ("ts", "host", "kind", "detail", "gpu_uuid", "data")

@@ -23,13 +23,19 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
-from gpu_telemetry.collect import Taken, take_sample
+from gpu_telemetry.collector.collect import Taken, take_sample
+from gpu_telemetry.collector.flush import deliver, record_flush
+from gpu_telemetry.collector.sample import default_host, event, now_utc, validate_sample
+from gpu_telemetry.collector.spool import (
+    SpoolBusy,
+    SpoolCap,
+    pending_files,
+    spool_lock,
+    write_spool,
+)
 from gpu_telemetry.config import Config
+from gpu_telemetry.db.store import connect, first_line, insert_samples, last_raw_times
 from gpu_telemetry.errors import DatabaseUnavailable, SpoolError
-from gpu_telemetry.flush import deliver, record_flush
-from gpu_telemetry.sample import default_host, event, now_utc, validate_sample
-from gpu_telemetry.spool import SpoolBusy, SpoolCap, pending_files, spool_lock, write_spool
-from gpu_telemetry.store import connect, first_line, insert_samples, last_raw_times
 
 MAX_RECONNECT_BACKOFF_SEC = 10.0
 CONNECT_WAIT_SEC = 1.0

@@ -12,10 +12,8 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from gpu_telemetry.config import Config
-from gpu_telemetry.errors import DatabaseUnavailable
-from gpu_telemetry.sample import InvalidSample, default_host, now_utc, validate_sample
-from gpu_telemetry.spool import (
+from gpu_telemetry.collector.sample import InvalidSample, default_host, now_utc, validate_sample
+from gpu_telemetry.collector.spool import (
     clean_stale_temp_files,
     clear_ledger,
     pending_files,
@@ -25,7 +23,9 @@ from gpu_telemetry.spool import (
     remove_delivered,
     spool_lock,
 )
-from gpu_telemetry.store import connect, first_line, insert_events, insert_samples
+from gpu_telemetry.config import Config
+from gpu_telemetry.db.store import connect, first_line, insert_events, insert_samples
+from gpu_telemetry.errors import DatabaseUnavailable
 
 DEFAULT_BATCH_SAMPLES = 1000
 

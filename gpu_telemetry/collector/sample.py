@@ -13,9 +13,9 @@ import re
 import socket
 from datetime import UTC, datetime
 
+from gpu_telemetry.collector.parser import FIELDS, GPU_COLUMNS, element_to_json, parse_document
 from gpu_telemetry.errors import SourceError
-from gpu_telemetry.parser import FIELDS, GPU_COLUMNS, element_to_json, parse_document
-from gpu_telemetry.status import Status
+from gpu_telemetry.ops.status import Status
 
 COLUMN_TYPES: dict[str, str] = {
     "gpu_uuid": "text",

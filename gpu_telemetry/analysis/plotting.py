@@ -19,9 +19,9 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from gpu_telemetry.axes import note_not_reported, readable_limits  # noqa: E402
+from gpu_telemetry.analysis.axes import note_not_reported, readable_limits  # noqa: E402
+from gpu_telemetry.analysis.series import Series  # noqa: E402
 from gpu_telemetry.errors import OutputError  # noqa: E402
-from gpu_telemetry.series import Series  # noqa: E402
 
 WIDTH_IN, DPI = 14.0, 100
 PANEL_HEIGHT_IN = 3.2

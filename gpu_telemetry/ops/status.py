@@ -5,7 +5,7 @@ status and one warning line says why.
 
 Writing replaces the file atomically (a temporary file in the same folder, fsync, rename), so
 the collector, reading it every few seconds, sees the old status or the new one, never half
-of either. `python -m gpu_telemetry.status` is the body of bin/set_status.sh.
+of either. `python -m gpu_telemetry.ops.status` is the body of bin/set_status.sh.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gpu_telemetry.cli import OneLineParser, add_common_options, run
+from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
 from gpu_telemetry.errors import EXIT_IO, StatusError
 
 MAX_STATUS_BYTES = 64 * 1024

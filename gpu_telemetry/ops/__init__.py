@@ -1,0 +1,1 @@
+"""Operating the host: the status file and gpu-burn runs (see docs/architecture.md)."""
