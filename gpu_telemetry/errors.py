@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SOURCE_FAILED = 69  # EX_UNAVAILABLE: nvidia-smi missing, failing, hung or unparsable
+EXIT_DATAERR = 65  # EX_DATAERR: the database refused a value; the file goes to spool/bad/
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; only reached with a traceback under --debug
 EXIT_CANT_CREATE = 73  # EX_CANTCREAT: a picture or report could not be written where asked
 EXIT_IO = 74  # EX_IOERR: the spool itself could not be written
@@ -48,10 +49,53 @@ class OutputError(TelemetryError):
     exit_code = EXIT_CANT_CREATE
 
 
-class DatabaseUnavailable(TelemetryError):
-    """The database could not take the data; the caller keeps it on disk."""
+class DatabaseError(TelemetryError):
+    """The database could not take the data; the caller keeps it on disk.
+
+    Each subclass names one cause and the exit code a command reports for it; the loop tells
+    them apart to say once, in its log, what to fix (docs/architecture.md, Errors).
+    """
 
     exit_code = EXIT_SPOOLED
+    #: The configuration key or command that fixes it, for the one-line hint.
+    fix: str = ""
+
+
+class DatabaseUnreachable(DatabaseError):
+    """No answer: connection refused, a timeout, the server gone mid-way, a full disk there.
+    Transient by nature: retrying later delivers."""
+
+    exit_code = EXIT_SPOOLED
+
+
+class SchemaMissing(DatabaseError):
+    """The database answers but lacks a table or column we write: never initialised, or a
+    migration not applied."""
+
+    exit_code = EXIT_CONFIG
+    fix = "run bin/init_db.sh"
+
+
+class LoginRefused(DatabaseError):
+    """The server refuses the login: wrong password or user, no such database, a PGPORT
+    that is not a port."""
+
+    exit_code = EXIT_CONFIG
+    fix = "check PGUSER, PGPASSWORD, PGDATABASE and PGPORT in .env"
+
+
+class PermissionDenied(DatabaseError):
+    """Logged in, but the role may not write (no INSERT grant, a read-only role or server)."""
+
+    exit_code = EXIT_NO_PERMISSION
+    fix = "use the writer role as PGUSER, or create it: bin/init_db.sh --writer-role NAME"
+
+
+class RejectedValue(DatabaseError):
+    """The database refused one value (a constraint, an out-of-range number): retrying
+    cannot deliver this sample, so flush quarantines it."""
+
+    exit_code = EXIT_DATAERR
 
 
 class StatusError(TelemetryError):

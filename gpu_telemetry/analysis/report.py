@@ -32,8 +32,9 @@ from gpu_telemetry import REPO_ROOT
 from gpu_telemetry.analysis.axes import note_not_reported, readable_limits
 from gpu_telemetry.analysis.thermal import Phase, ThermalSummary, analyse
 from gpu_telemetry.collector.sample import COLUMN_TYPES
-from gpu_telemetry.db.store import connect, first_line
-from gpu_telemetry.errors import ConfigError, DatabaseUnavailable, OutputError, TelemetryError
+from gpu_telemetry.db.errors import first_line
+from gpu_telemetry.db.store import connect
+from gpu_telemetry.errors import ConfigError, DatabaseUnreachable, OutputError, TelemetryError
 
 EXIT_NO_ROWS = 1
 REPORT_DIR = REPO_ROOT / "docs" / "reports"
@@ -342,7 +343,7 @@ def build_report(conn: psycopg.Connection, selection: Selection) -> RunReport:
         raise ConfigError(f"no telemetry tables in this database ({first_line(exc)}); "
                           "run bin/init_db.sh") from exc
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"database unreachable: {first_line(exc)}") from exc
+        raise DatabaseUnreachable(f"database unreachable: {first_line(exc)}") from exc
     if not gpus:
         hint = ("is the collector running? try --start/--end" if selection.run_id is not None
                 else "is the collector running? check the range, --tz and --host")

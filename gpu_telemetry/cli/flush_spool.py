@@ -18,7 +18,7 @@ import math
 from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
 from gpu_telemetry.errors import (
     EXIT_NO_PERMISSION,
-    DatabaseUnavailable,
+    DatabaseUnreachable,
     TelemetryError,
 )
 
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.env)
         try:
             result = flush_spool(config, batch_samples=args.batch, wait_sec=args.wait)
-        except DatabaseUnavailable as exc:
+        except DatabaseUnreachable as exc:
             if type(exc.__cause__).__name__ == "InsufficientPrivilege":
                 # Not a passing outage: retrying as the same role fails the same way, and
                 # the timer treats 75 as "try again in a minute".
-                from gpu_telemetry.db.store import first_line
+                from gpu_telemetry.db.errors import first_line
 
                 raise NoPermission(f"the database role may not do this: "
                                    f"{first_line(exc.__cause__)}; undelivered "

@@ -14,12 +14,13 @@ from gpu_telemetry.collector.sample import default_host, event, new_sample, now_
 from gpu_telemetry.collector.source import read_nvidia_smi
 from gpu_telemetry.collector.spool import SpoolCap, write_spool
 from gpu_telemetry.config import Config
-from gpu_telemetry.db.store import connect, first_line, insert_samples
+from gpu_telemetry.db.errors import first_line
+from gpu_telemetry.db.store import connect, insert_samples
 from gpu_telemetry.errors import (
     EXIT_OK,
     EXIT_SOURCE_FAILED,
     EXIT_SPOOLED,
-    DatabaseUnavailable,
+    DatabaseUnreachable,
     SourceError,
 )
 from gpu_telemetry.ops.status import read_status
@@ -93,8 +94,8 @@ def store_or_spool(config: Config, taken: Taken) -> int:
     try:
         with connect() as conn:
             inserted, offered = insert_samples(conn, [sample], config.raw_every_sec)
-    except (DatabaseUnavailable, psycopg.Error) as exc:
-        reason = str(exc) if isinstance(exc, DatabaseUnavailable) else (
+    except (DatabaseUnreachable, psycopg.Error) as exc:
+        reason = str(exc) if isinstance(exc, DatabaseUnreachable) else (
             f"database error: {first_line(exc)}")
         path = write_spool(config.spool_dir, taken.sample, reason)
         dropped = SpoolCap(config.spool_dir, config.spool_max_mb).after_write(path)

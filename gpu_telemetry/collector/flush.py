@@ -24,8 +24,9 @@ from gpu_telemetry.collector.spool import (
     spool_lock,
 )
 from gpu_telemetry.config import Config
-from gpu_telemetry.db.store import connect, first_line, insert_events, insert_samples
-from gpu_telemetry.errors import DatabaseUnavailable
+from gpu_telemetry.db.errors import first_line
+from gpu_telemetry.db.store import connect, insert_events, insert_samples
+from gpu_telemetry.errors import DatabaseUnreachable
 
 DEFAULT_BATCH_SAMPLES = 1000
 
@@ -188,7 +189,7 @@ def prune(conn: psycopg.Connection, retention_days: float) -> tuple[int, int]:
 def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
                 wait_sec: float = 0.0) -> FlushResult:
     """Take the lock, connect, deliver, then apply RETENTION_DAYS when it is set.
-    DatabaseUnavailable when the database is down or fails mid-way (undelivered files stay)."""
+    DatabaseUnreachable when the database is down or fails mid-way (undelivered files stay)."""
     with spool_lock(config.spool_dir, wait_sec):
         try:
             with connect() as conn:
@@ -199,5 +200,5 @@ def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
                     result.pruned = prune(conn, config.retention_days)
                 return result
         except psycopg.Error as exc:
-            raise DatabaseUnavailable(f"database error during flush: {first_line(exc)}; "
+            raise DatabaseUnreachable(f"database error during flush: {first_line(exc)}; "
                                       "undelivered files kept") from exc

@@ -34,8 +34,9 @@ from gpu_telemetry.collector.spool import (
     write_spool,
 )
 from gpu_telemetry.config import Config
-from gpu_telemetry.db.store import connect, first_line, insert_samples, last_raw_times
-from gpu_telemetry.errors import DatabaseUnavailable, SpoolError
+from gpu_telemetry.db.errors import first_line
+from gpu_telemetry.db.store import connect, insert_samples, last_raw_times
+from gpu_telemetry.errors import DatabaseUnreachable, SpoolError
 
 MAX_RECONNECT_BACKOFF_SEC = 10.0
 CONNECT_WAIT_SEC = 1.0
@@ -69,7 +70,7 @@ class _Connect(threading.Thread):
     def __init__(self):
         super().__init__(name="connect", daemon=True)
         self.conn: psycopg.Connection | None = None
-        self.error: DatabaseUnavailable | None = None
+        self.error: DatabaseUnreachable | None = None
         self._abandoned = False
         self._lock = threading.Lock()
         self.start()
@@ -77,7 +78,7 @@ class _Connect(threading.Thread):
     def run(self) -> None:
         try:
             conn = connect()
-        except DatabaseUnavailable as exc:
+        except DatabaseUnreachable as exc:
             self.error = exc
             return
         with self._lock:

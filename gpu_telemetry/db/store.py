@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from gpu_telemetry.collector.sample import COLUMN_TYPES
-from gpu_telemetry.errors import DatabaseUnavailable
+from gpu_telemetry.db.errors import translate
 
 ROW_COLUMNS = ("ts", "host", "status_tag", "status_memo", "run_id", *COLUMN_TYPES, "raw_json")
 EVENT_COLUMNS = ("ts", "host", "kind", "detail", "gpu_uuid", "data")
@@ -33,11 +33,6 @@ _CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
                  + ") ON COMMIT DELETE ROWS")
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.splitlines()[0].split())
-
-
 def connect() -> psycopg.Connection:
     """A connection configured entirely by the PG* environment (and .pgpass / PGPASSFILE)."""
     # Autocommit, so that each `conn.transaction()` block is a real BEGIN ... COMMIT and never
@@ -52,7 +47,7 @@ def connect() -> psycopg.Connection:
     try:
         return psycopg.connect("", **kwargs)
     except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"database unreachable: {first_line(exc)}") from exc
+        raise translate(exc) from exc
 
 
 def last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
