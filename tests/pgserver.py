@@ -1,4 +1,4 @@
-"""A throwaway real PostgreSQL server for the test suite (DESIGN.md, Tests).
+"""A throwaway real PostgreSQL server for the test suite (docs/architecture.md, Tests).
 
 `initdb` + `pg_ctl` in a temporary folder under /tmp, on a free TCP port of 127.0.0.1, trust
 authentication, durability switched off for speed. PostgreSQL refuses to run as root, so when
