@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL server and a fresh database per test (docs/architecture.md, Tests)."""
+"""Shared fixtures: a real PostgreSQL server and a fresh database per test (see
+docs/architecture.md, Tests)."""
 
 from __future__ import annotations
 
