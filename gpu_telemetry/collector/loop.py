@@ -25,9 +25,15 @@ from gpu_telemetry.collector.collect import Taken, take_sample
 from gpu_telemetry.collector.flush import deliver, record_flush
 from gpu_telemetry.collector.loopstate import LoopState
 from gpu_telemetry.collector.sample import default_host, now_utc, validate_sample
-from gpu_telemetry.collector.spool import SpoolBusy, SpoolCap, pending_files, spool_lock, write_spool
+from gpu_telemetry.collector.spool import (
+    SpoolBusy,
+    SpoolCap,
+    pending_files,
+    spool_lock,
+    write_spool,
+)
 from gpu_telemetry.config import Config
-from gpu_telemetry.db.store import connect, insert_samples, last_raw_times
+from gpu_telemetry.db.store import Connection, connect, insert_samples, last_raw_times
 from gpu_telemetry.errors import DatabaseError, RejectedValue, SpoolError
 
 CONNECT_WAIT_SEC = 1.0
@@ -40,7 +46,7 @@ class _Connect(threading.Thread):
 
     def __init__(self):
         super().__init__(name="connect", daemon=True)
-        self.conn = None
+        self.conn: Connection | None = None
         self.error: DatabaseError | None = None
         self._abandoned = False
         self._lock = threading.Lock()
@@ -76,7 +82,7 @@ class CollectorLoop:
         self.state = LoopState(interval_sec, raw_every_sec=config.raw_every_sec,
                                spool_label=str(config.spool_dir), clock=time.monotonic,
                                wall=now_utc, backlog=bool(pending_files(config.spool_dir)))
-        self.conn = None
+        self.conn: Connection | None = None
         self._connecting: _Connect | None = None
         self.cap = SpoolCap(config.spool_dir, config.spool_max_mb)
         self.stopping = False
@@ -159,7 +165,7 @@ class CollectorLoop:
 
     # -- the database ------------------------------------------------------------------------
 
-    def _connection(self):
+    def _connection(self) -> Connection | None:
         """The open connection, or None (the caller spools)."""
         conn = self.conn
         if conn is not None and not conn.closed and not conn.broken:
@@ -219,7 +225,7 @@ class CollectorLoop:
                 return
         self._spool(taken, rejected)
 
-    def _record(self, conn, events: list[dict]) -> None:
+    def _record(self, conn: Connection, events: list[dict]) -> None:
         """Events of the loop itself (an outage's end), as a sample without GPU rows."""
         if not events:
             return
@@ -242,7 +248,7 @@ class CollectorLoop:
         self.state.spooled(taken.sample["gpus"], self.cap.after_write(path),
                            self.config.spool_max_mb)
 
-    def _drain(self, conn) -> None:
+    def _drain(self, conn: Connection) -> None:
         """Deliver part of the spool, under the same lock as flush_spool.py."""
         if self.state.backlog_check_due():
             self.state.backlog_found(bool(pending_files(self.config.spool_dir)))
