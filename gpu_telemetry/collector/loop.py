@@ -185,18 +185,22 @@ class CollectorLoop:
             self.state.connection_failed(attempt.error or DatabaseError("connect failed"))
             return None
         self.conn = attempt.conn
+        try:
+            self._seed_raw_times()
+        except DatabaseError as exc:
+            # The first query of the connection: a schema never initialised or a role without
+            # the grant fails here, with the same message at every retry.
+            self._drop_connection()
+            self.state.connection_failed(exc)
+            return None
         self.state.connection_opened()
-        self._seed_raw_times()
         return self.conn
 
     def _seed_raw_times(self) -> None:
         """Snapshots already stored (by an earlier run) count towards RAW_EVERY_SEC."""
         wall = now_utc()
         since = wall - timedelta(seconds=self.config.raw_every_sec)
-        try:
-            found = last_raw_times(self.conn, [self.host], since)
-        except DatabaseError:
-            return  # the store that follows meets the same error and says it
+        found = last_raw_times(self.conn, [self.host], since)
         self.state.raw.seed({gpu_uuid: (wall - times[-1]).total_seconds()
                              for (_, gpu_uuid), times in found.items()})
 

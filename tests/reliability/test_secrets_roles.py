@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from tests.helpers import REPO_ROOT, base_env, run_script, spool_files
-from tests.test_loop import RunningLoop, loops  # noqa: F401 - fixture
+from tests.reliability.harness import RunningLoop
+from tests.test_loop import loops  # noqa: F401 - fixture
 
 SECRET = "s3cr'et pw;--"
 GROUP = "password_required"
@@ -79,8 +80,7 @@ def test_the_writer_collects_spools_flushes_and_loops(db, roles, tmp_path, loops
     assert "retention 365 days: deleted 0 rows" in flushed.stdout  # through telemetry.prune
     lost = base_env(tmp_path, as_role(db, writer), mode="gpu_lost")
     assert run_script("collect_once.py", env=lost, tmp_path=tmp_path).returncode == 69
-    loop = RunningLoop(tmp_path, env, "--interval", "0.2")
-    loops.append(loop)
+    loop = RunningLoop(loops, tmp_path, env, 0.2)
     loop.wait_for_calls(4)
     assert loop.stop() == 0
     assert "error" not in loop.output()
@@ -193,8 +193,7 @@ def test_the_password_is_nowhere_it_must_not_be(db, roles, tmp_path, loops):  # 
     mode_file = tmp_path / "mode"
     env = base_env(tmp_path, as_role(db, writer), NVSMI_STANDIN_MODE_FILE=str(mode_file),
                    NVSMI_STANDIN_HANG_SEC="0.4")
-    loop = RunningLoop(tmp_path, env, "--interval", "0.2")
-    loops.append(loop)
+    loop = RunningLoop(loops, tmp_path, env, 0.2)
     loop.wait_for_calls(2)
     mode_file.write_text("hang\n")  # calls in flight while argv is read
     loop.wait_for_calls(len(loop.calls()) + 1)
