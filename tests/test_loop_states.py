@@ -1,4 +1,5 @@
-"""The collector loop's decisions (collector/loopstate.py), driven by a fake clock.
+"""The collector loop's decisions (collector/loopstate.py and its timing, collector/cadence.py),
+driven by a fake clock.
 
 A `World` plays the loop's shell in a few lines: a fake source (readings parsed from real
 captures in tests/fixtures/nvidia-smi/ by the real parser, or an nvidia-smi failure) and a fake
@@ -13,13 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gpu_telemetry.collector.cadence import MAX_BACKOFF_SEC, Schedule
 from gpu_telemetry.collector.collect import Taken
-from gpu_telemetry.collector.loopstate import (
-    BACKLOG_CHECK_EVERY_SEC,
-    MAX_BACKOFF_SEC,
-    LoopState,
-    Schedule,
-)
+from gpu_telemetry.collector.loopstate import BACKLOG_CHECK_EVERY_SEC, LoopState
 from gpu_telemetry.collector.parser import parse_document
 from gpu_telemetry.collector.sample import new_sample
 from gpu_telemetry.errors import (

@@ -220,8 +220,8 @@ class CollectorLoop:
             except DatabaseError as exc:
                 if self.state.store_failed(exc):
                     self._drop_connection()
-                elif isinstance(exc, RejectedValue):
-                    rejected = exc
+                else:
+                    rejected = exc  # this sample only: spooled for flush_spool.py
             else:
                 self._record(conn, self.state.stored(sample["gpus"]))
                 self._say_decided()
