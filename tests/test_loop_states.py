@@ -426,3 +426,19 @@ def test_per_sample_lines_are_not_changes_and_a_tick_error_is_said_once():
     state.tick_failed("KeyError: 'temp_c'")
     assert [line.text for line in state.take_lines()] == [
         "error: sample failed: KeyError: 'temp_c'"] * 2
+
+
+def test_an_outage_end_that_could_not_be_written_goes_with_the_next_sample():
+    world = World()
+    world.database = REFUSED
+    world.run(2)
+    state = world.state
+    state.connection_opened()
+    events = state.stored(world.gpus)
+    assert [e["kind"] for e in events] == ["outage_end"]
+    state.unrecorded(events)  # the database failed again right then
+    assert state.store_failed(REFUSED)
+    _, carried = state.to_spool()
+    assert [e["kind"] for e in carried] == ["outage_start", "outage_end"]
+    state.connection_closed()
+    assert not state.connected

@@ -172,7 +172,7 @@ class CollectorLoop:
             return conn
         if conn is not None:
             self._drop_connection()
-            self.state.connected = False
+            self.state.connection_closed()
         if self._connecting is None:
             if not self.state.want_connection():
                 return None
@@ -230,7 +230,8 @@ class CollectorLoop:
         self._spool(taken, rejected)
 
     def _record(self, conn: Connection, events: list[dict]) -> None:
-        """Events of the loop itself (an outage's end), as a sample without GPU rows."""
+        """Events of the loop itself (an outage's end), as a sample without GPU rows; when the
+        database fails right then, they go with the next sample."""
         if not events:
             return
         carrier = validate_sample({"ts": events[-1].get("ts") or now_utc().isoformat(),
@@ -238,7 +239,9 @@ class CollectorLoop:
         try:
             insert_samples(conn, [carrier], self.config.raw_every_sec)
         except DatabaseError as exc:
-            self.say(f"warning: could not record {', '.join(e['kind'] for e in events)}: {exc}")
+            self.state.unrecorded(events)
+            if self.state.store_failed(exc):
+                self._drop_connection()
 
     def _spool(self, taken: Taken, rejected: RejectedValue | None) -> None:
         reason, events = self.state.to_spool(rejected)

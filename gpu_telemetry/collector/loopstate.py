@@ -195,6 +195,10 @@ class LoopState:
     def connection_opened(self) -> None:
         self.connected = True
 
+    def connection_closed(self) -> None:
+        """The connection was found closed or broken between samples: open another at once."""
+        self.connected = False
+
     def connection_failed(self, error: DatabaseError) -> None:
         self.connected = False
         self._down(str(error))
@@ -275,6 +279,10 @@ class LoopState:
         """The spool could not be written: the sample is lost (said each time: it is), and the
         events it carried wait for the next sample."""
         self.say(f"error: sample lost: {error}")
+        self.unrecorded(events)
+
+    def unrecorded(self, events: list[dict]) -> None:
+        """Events the shell could not write: they go with the next sample, stored or spooled."""
         self.pending_events[:0] = events
 
     # -- the backlog -------------------------------------------------------------------------
