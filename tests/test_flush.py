@@ -509,3 +509,19 @@ def test_a_refused_value_quarantines_its_file_and_the_rest_is_delivered(refusing
     again = run_script("flush_spool.py", env=base_env(tmp_path, refusing_db.env),
                        tmp_path=tmp_path)
     assert again.returncode == 0 and "spool is empty" in again.stdout
+
+
+def test_a_refused_sample_does_not_cost_its_neighbours_their_raw_snapshot(refusing_db,  # noqa: F811
+                                                                           tmp_path):
+    refused = sample(0, with_raw=True)
+    refused["status_memo"] = REFUSED_MEMO
+    write_spool(spool(tmp_path), refused, "database unreachable: test")
+    write_spool(spool(tmp_path), sample(5, with_raw=True), "database unreachable: test")
+
+    result = run_script("flush_spool.py", env=base_env(tmp_path, refusing_db.env),
+                        tmp_path=tmp_path)
+    assert result.returncode == 65, result.stderr
+    assert len(bad_files(tmp_path)) == 1
+    # Within RAW_EVERY_SEC of the refused one, yet the first stored: it keeps its snapshot.
+    assert rows(refusing_db, "SELECT count(*) AS n, count(raw_json) AS raw"
+                             " FROM telemetry.gpu_telemetry") == [{"n": 2, "raw": 2}]
