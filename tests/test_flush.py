@@ -525,3 +525,16 @@ def test_a_refused_sample_does_not_cost_its_neighbours_their_raw_snapshot(refusi
     # Within RAW_EVERY_SEC of the refused one, yet the first stored: it keeps its snapshot.
     assert rows(refusing_db, "SELECT count(*) AS n, count(raw_json) AS raw"
                              " FROM telemetry.gpu_telemetry") == [{"n": 2, "raw": 2}]
+
+
+def test_a_refused_flush_event_leaves_the_delivery_done(db, tmp_path):
+    with db.connect() as conn:
+        conn.execute("ALTER TABLE telemetry.collector_events ADD CONSTRAINT test_no_flush_note"
+                     " CHECK (kind <> 'spool_flushed')")
+    spool_samples(tmp_path, 2)
+    result = flush(tmp_path, db)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("warning: spool_flushed event not recorded: database "
+                                    "rejected a value")
+    assert "undelivered" not in result.stderr
+    assert spool_files(tmp_path) == [] and row_count(db) == 4

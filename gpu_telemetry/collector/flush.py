@@ -219,7 +219,11 @@ def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
             with connect() as conn:
                 result = deliver(config, conn, batch_samples)
                 if result.samples:
-                    record_flush(conn, result)
+                    try:
+                        record_flush(conn, result)
+                    except RejectedValue as exc:  # the samples are in: only the note is not
+                        print(f"warning: spool_flushed event not recorded: {exc}",
+                              file=sys.stderr)
                 if config.retention_days:
                     result.pruned = prune(conn, config.retention_days)
                 return result
