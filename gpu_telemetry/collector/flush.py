@@ -119,8 +119,10 @@ def _store_batch(config: Config, conn: Connection, samples: list[dict], paths: l
             result.quarantined.append(target)
             result.refused.append(target)
             return
-        for sample, path in zip(samples, paths, strict=True):
-            _store_batch(config, conn, [sample], [path], result)
+        for path in paths:
+            # Read again: the failed attempt dropped raw snapshots in favour of samples that
+            # may be the refused ones.
+            _store_batch(config, conn, [read_spool_file(path)], [path], result)
         return
     # COMMIT has returned: only now may the files go.
     remove_delivered(config.spool_dir, paths)
@@ -217,7 +219,11 @@ def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
             with connect() as conn:
                 result = deliver(config, conn, batch_samples)
                 if result.samples:
-                    record_flush(conn, result)
+                    try:
+                        record_flush(conn, result)
+                    except RejectedValue as exc:  # the samples are in: only the note is not
+                        print(f"warning: spool_flushed event not recorded: {exc}",
+                              file=sys.stderr)
                 if config.retention_days:
                     result.pruned = prune(conn, config.retention_days)
                 return result

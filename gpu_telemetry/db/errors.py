@@ -72,10 +72,14 @@ def _login_role() -> str:
 
 def _fix(kind: type[DatabaseError], exc: psycopg.Error, role: str | None) -> str:
     if kind is PermissionDenied:
-        if isinstance(exc, pg.ReadOnlySqlTransaction):
-            return (f'role "{role}" is on a read-only server (a standby?): point PGHOST at '
-                    "the primary")
-        return f'role "{role}" (PGUSER) may not do this: {kind.fix}'
+        if _PERMISSION_AT_CONNECT.search(str(exc)):
+            return (f'role "{role}" (PGUSER) may not connect to this database: use the writer '
+                    "or reader role of bin/init_db.sh, or GRANT CONNECT to it")
+        # A read-only transaction is the reader role of bin/init_db.sh --reader-role (it sets
+        # default_transaction_read_only) or a standby server.
+        where = " (a read-only role, or a standby server)" if isinstance(
+            exc, pg.ReadOnlySqlTransaction) else ""
+        return f'role "{role}" (PGUSER) may not write telemetry{where}: {kind.fix}'
     return kind.fix
 
 

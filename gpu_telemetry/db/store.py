@@ -89,6 +89,11 @@ def connect() -> psycopg.Connection:
 def last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
                    ) -> dict[tuple[str, str], list[datetime]]:
     """When each (host, GPU) last kept a raw snapshot, from `since` on (sorted)."""
+    return _last_raw_times(conn, hosts, since)
+
+
+def _last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
+                    ) -> dict[tuple[str, str], list[datetime]]:
     found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
     # A function of the schema's owner: the writer role may not read raw_json itself.
     rows = conn.execute("SELECT host, gpu_uuid, ts FROM telemetry.raw_snapshot_times(%s, %s)",
@@ -103,6 +108,11 @@ def thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
                        raw_every_sec: float) -> None:
     """Drop raw_json from rows whose GPU already has a snapshot less than raw_every_sec older
     (in the database or earlier in this batch)."""
+    _thin_raw_snapshots(conn, samples, raw_every_sec)
+
+
+def _thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
+                        raw_every_sec: float) -> None:
     if raw_every_sec <= 0:
         return
     with_raw = [s for s in samples if any(g.get("raw_json") is not None for g in s["gpus"])]
@@ -110,7 +120,7 @@ def thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
         return
     window = timedelta(seconds=raw_every_sec)
     hosts = sorted({s["host"] for s in with_raw})
-    kept = last_raw_times(conn, hosts, min(s["ts"] for s in with_raw) - window)
+    kept = _last_raw_times(conn, hosts, min(s["ts"] for s in with_raw) - window)
     for sample in sorted(with_raw, key=lambda s: s["ts"]):
         for gpu in sample["gpus"]:
             if gpu.get("raw_json") is None:
@@ -160,7 +170,7 @@ def insert_samples(conn: psycopg.Connection, samples: list[dict],
     stored.
     """
     with conn.transaction():
-        thin_raw_snapshots(conn, samples, raw_every_sec)
+        _thin_raw_snapshots(conn, samples, raw_every_sec)
         offered = sum(len(sample["gpus"]) for sample in samples)
         inserted = 0
         if 0 < offered <= DIRECT_INSERT_MAX_ROWS:
