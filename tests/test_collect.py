@@ -7,6 +7,14 @@ import json
 import pytest
 
 from gpu_telemetry.collector.parser import GPU_COLUMNS
+from tests.database_errors import (  # noqa: F401 - fixtures
+    REFUSED_MEMO,
+    WRONG_PASSWORD,
+    reader_env,
+    refusing_db,
+    uninitialised_db,
+    wrong_password_env,
+)
 from tests.helpers import base_env, run_script, spool_files, write_status
 
 GPU_LOST = ("Unable to determine the device handle for GPU0000:01:00.0: GPU is lost. "
@@ -186,3 +194,76 @@ def test_usage_errors_exit_2_and_help_exits_0(tmp_path):
     assert run_script("collect_once.py", "--bogus", env=env, tmp_path=tmp_path).returncode == 2
     shown = run_script("collect_once.py", "--help", env=env, tmp_path=tmp_path)
     assert shown.returncode == 0 and "--dry-run" in shown.stdout and "75" in shown.stdout
+
+
+# --- a database that answers but cannot take the sample: a named error, its exit code, the
+# sample spooled with the reason -------------------------------------------------------------
+
+def one_line_and_the_spooled_reason(result, tmp_path) -> tuple[str, str]:
+    """The command's single stderr line, and the `_spool_reason` of its single spool file."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "sample spooled to" in lines[0]
+    (path,) = spool_files(tmp_path)
+    body = json.loads(path.read_text())
+    assert len(body["gpus"]) == 2
+    return lines[0], body["_spool_reason"]
+
+
+def test_a_database_never_initialised_exits_78_naming_init_db(uninitialised_db, tmp_path):  # noqa: F811
+    write_status(tmp_path, tag="idle", memo="baseline")
+    result = run_script("collect_once.py", env=base_env(tmp_path, uninitialised_db),
+                        tmp_path=tmp_path)
+    assert result.returncode == 78, result.stderr
+    line, reason = one_line_and_the_spooled_reason(result, tmp_path)
+    assert line.startswith("database schema missing") and "run bin/init_db.sh" in line
+    assert reason.startswith("database schema missing") and "bin/init_db.sh" in reason
+
+
+def test_the_reader_role_exits_77_naming_the_role(reader_env, tmp_path):  # noqa: F811
+    write_status(tmp_path, tag="idle", memo="baseline")
+    result = run_script("collect_once.py", env=base_env(tmp_path, reader_env),
+                        tmp_path=tmp_path)
+    assert result.returncode == 77, result.stderr
+    line, reason = one_line_and_the_spooled_reason(result, tmp_path)
+    role = reader_env["PGUSER"]
+    assert line.startswith("database permission denied") and f'role "{role}"' in line
+    assert "--writer-role" in line and reason.startswith("database permission denied")
+
+
+def test_a_wrong_password_exits_78_naming_pgpassword(wrong_password_env, tmp_path):  # noqa: F811
+    write_status(tmp_path, tag="idle", memo="baseline")
+    result = run_script("collect_once.py", env=base_env(tmp_path, wrong_password_env),
+                        tmp_path=tmp_path)
+    assert result.returncode == 78, result.stderr
+    line, reason = one_line_and_the_spooled_reason(result, tmp_path)
+    assert line.startswith("database login refused") and "password authentication" in line
+    assert "PGUSER" in line and "PGPASSWORD" in line
+    assert WRONG_PASSWORD not in result.stderr + reason
+
+
+def test_a_pgport_that_is_not_a_port_exits_78(db, tmp_path):
+    write_status(tmp_path, tag="idle", memo="baseline")
+    env = base_env(tmp_path, {**db.env, "PGPORT": "notanumber"})
+    result = run_script("collect_once.py", env=env, tmp_path=tmp_path)
+    assert result.returncode == 78, result.stderr
+    line, reason = one_line_and_the_spooled_reason(result, tmp_path)
+    assert line.startswith("database login refused") and "notanumber" in line
+    assert "PGPORT" in line and reason.startswith("database login refused")
+
+
+def test_a_refused_value_exits_65_and_the_sample_waits_for_the_flush(refusing_db, tmp_path):  # noqa: F811
+    write_status(tmp_path, tag="bench", memo=REFUSED_MEMO)
+    env = base_env(tmp_path, refusing_db.env)
+    result = run_script("collect_once.py", env=env, tmp_path=tmp_path)
+    assert result.returncode == 65, result.stderr
+    line, reason = one_line_and_the_spooled_reason(result, tmp_path)
+    assert line.startswith("database rejected a value") and "test_refused_memo" in line
+    assert reason.startswith("database rejected a value")
+    assert rows(refusing_db, "SELECT count(*) AS n FROM telemetry.gpu_telemetry") == [{"n": 0}]
+
+    flushed = run_script("flush_spool.py", env=env, tmp_path=tmp_path)
+    assert flushed.returncode == 65, flushed.stderr
+    assert spool_files(tmp_path) == []
+    (reason_file,) = (tmp_path / "spool" / "bad").glob("*.reason")
+    assert reason_file.read_text().startswith("database rejected a value")

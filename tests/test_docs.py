@@ -354,7 +354,7 @@ def test_every_exit_code_is_explained():
 
     codes = {value for name, value in vars(errors).items()
              if name.startswith("EXIT_") and isinstance(value, int)}
-    assert {0, 2, 69, 75, 78} <= codes
+    assert {0, 2, 65, 69, 75, 77, 78} <= codes
     text = section(TROUBLESHOOTING.read_text(), "Exit statuses")
     documented = {int(row[0]) for row in table_rows(text, "| code |")}
     assert not codes - documented, f"exit codes not explained: {sorted(codes - documented)}"
@@ -416,10 +416,6 @@ def troubleshooting_exit_codes() -> dict[str, set[int]]:
 # command cannot return is named here with the reason, so that a new one needs a decision:
 # document it, or say here why it cannot happen.
 NOT_REACHED = {
-    "collect_once.py": {
-        77: "store_or_spool spools the sample on every database error, a refused INSERT too "
-            "(75): no psycopg error leaves it",
-    },
     "flush_spool.py": {
         69: "nvidia-smi is never run: what the parser refuses in a file of the original "
             "scripts makes the file quarantined",
@@ -502,11 +498,35 @@ def function_body(text: str, name: str) -> str:
     return match.group(0) if match else ""
 
 
+def class_bases(texts: list[str]) -> dict[str, str]:
+    return {name: base for text in texts
+            for name, base in re.findall(r"^class (\w+)\((\w+)\):", text, re.M)}
+
+
+def caught_exit_codes(text: str, classes: dict[str, int], bases: dict[str, str]) -> set[int]:
+    """A module that passes a caught error's own code on (`return exc.exit_code`, or raising it
+    again as `raise type(exc)(...)`) can exit with the code of the class it catches and of
+    every subclass of it."""
+    if not re.search(r"\breturn exc\.exit_code\b|\braise type\(exc\)\(", text):
+        return set()
+    caught = set(re.findall(r"^\s*except (\w+) as exc:", text, re.M))
+
+    def is_caught(name: str) -> bool:
+        seen = set()
+        while name not in caught and name in bases and name not in seen:
+            seen.add(name)
+            name = bases[name]
+        return name in caught
+
+    return {code for name, code in classes.items() if is_caught(name)}
+
+
 def python_exit_codes(entry_text: str) -> set[int]:
     """What a Python entry point (a bin/*.py, or a shell script running a module with -m) can
     exit with, read from its text and every gpu_telemetry module it imports."""
     modules = reachable_modules(entry_text)
-    classes = class_exit_codes([entry_text, *python_sources().values()])
+    texts = [entry_text, *python_sources().values()]
+    classes, bases = class_exit_codes(texts), class_bases(texts)
     constants = exit_constants()
     codes = {0}
     for text in [entry_text, *(text for name, text in modules.items() if name != "cli.common")]:
@@ -514,6 +534,7 @@ def python_exit_codes(entry_text: str) -> set[int]:
         codes |= {constants[name] for name in re.findall(r"\bexit_code=(EXIT_[A-Z_]+)\b", text)}
         codes |= {classes[name] for name in re.findall(r"\braise (\w+)\(", text)
                   if name in classes}
+        codes |= caught_exit_codes(text, classes, bases)
     if "cli.common" in modules:
         # The parser's usage errors, and what run() makes of anything the command lets
         # through; a psycopg error only where something imports psycopg.
@@ -582,7 +603,11 @@ def test_the_exit_status_readers_find_what_the_code_does():
     assert cell_exit_codes("0 done, 2 usage (`--batch must be at least 1, got 0`), "
                            "129/130/143 HUP/INT/TERM; `SPOOL_MAX_MB=1024`, 10 %") == {
         0, 2, 129, 130, 143}
-    assert {0, 2, 70, 75, 77, 78, 130} <= code_exit_codes(REPO_ROOT / "bin" / "flush_spool.py")
+    assert {0, 2, 65, 70, 75, 77, 78, 130} <= code_exit_codes(
+        REPO_ROOT / "bin" / "flush_spool.py")
+    # The named database errors reach collect_once.py through `return exc.exit_code`.
+    assert {0, 2, 65, 69, 70, 74, 75, 77, 78, 130} <= code_exit_codes(
+        REPO_ROOT / "bin" / "collect_once.py")
     assert {0, 2, 74, 78, 127, 130} <= code_exit_codes(REPO_ROOT / "bin" / "set_status.sh")
     assert {1, 2, 74, 78, 124, 127} <= code_exit_codes(REPO_ROOT / "bin" / "run_gpuburn.sh")
     assert code_exit_codes(REPO_ROOT / "bin" / "host_healthcheck.sh") == {0, 1, 2, 78}
@@ -814,8 +839,8 @@ def test_the_spool_demonstration_as_written(tmp_path, db):
 # --- (f) what --help says about statuses and usage, as it happens -------------------------------
 
 def test_a_role_that_may_not_insert_is_told_apart_from_an_outage(tmp_path, db):
-    """collect_once.py keeps the sample (75, as --help says); flush_spool.py keeps the files
-    but exits 77, which the flush timer does not take for a passing outage."""
+    """collect_once.py keeps the sample and flush_spool.py the files, both exiting 77 (as
+    --help says), which the flush timer does not take for a passing outage."""
     from psycopg import sql
 
     from tests.helpers import base_env, run_script, spool_files
@@ -829,13 +854,14 @@ def test_a_role_that_may_not_insert_is_told_apart_from_an_outage(tmp_path, db):
     try:
         env = base_env(tmp_path, {**db.env, "PGUSER": role})
         collected = run_script("collect_once.py", env=env, tmp_path=tmp_path)
-        assert collected.returncode == 75, collected.stderr
+        assert collected.returncode == 77, collected.stderr
         assert "permission denied" in collected.stderr and "sample spooled to" in collected.stderr
+        assert f'role "{role}"' in collected.stderr
         assert len(spool_files(tmp_path)) == 1
         flushed = run_script("flush_spool.py", env=env, tmp_path=tmp_path)
         assert flushed.returncode == 77, flushed.stderr
-        assert flushed.stderr.startswith("flush_spool.py: the database role may not do this: "
-                                         "permission denied")
+        assert flushed.stderr.startswith("flush_spool.py: database permission denied")
+        assert f'role "{role}"' in flushed.stderr
         assert len(flushed.stderr.splitlines()) == 1
         assert len(spool_files(tmp_path)) == 1
     finally:

@@ -16,6 +16,14 @@ from gpu_telemetry.collector.parser import GPU_COLUMNS, element_to_json, parse_d
 from gpu_telemetry.collector.sample import new_sample
 from gpu_telemetry.collector.spool import spool_lock, write_spool
 from gpu_telemetry.ops.status import Status
+from tests.database_errors import (  # noqa: F401 - fixtures
+    REFUSED_MEMO,
+    WRONG_PASSWORD,
+    reader_env,
+    refusing_db,
+    uninitialised_db,
+    wrong_password_env,
+)
 from tests.helpers import FIXTURES, base_env, run_script, spool_files
 
 T4_XML = (FIXTURES / "tesla-t4.xml").read_text()
@@ -427,3 +435,106 @@ def test_retention_prunes_old_rows_and_events_but_keeps_the_rollup(db, tmp_path)
         assert conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry_1m").fetchone() == (3,)
     without = run_script("flush_spool.py", env=base_env(tmp_path, db.env), tmp_path=tmp_path)
     assert "deleted" not in without.stdout
+
+
+# --- a database that answers but cannot take the spool: the named error's exit code, every file
+# kept; a refused value quarantines its one file -----------------------------------------------
+
+def flush_refused(tmp_path: Path, pg_env: dict[str, str], code: int) -> str:
+    """Flush two spooled samples into a database that cannot take them: exit `code`, one line
+    on stderr (returned), both files kept byte for byte, nothing quarantined."""
+    files = spool_samples(tmp_path, 2)
+    before = {path: path.read_bytes() for path in files}
+    result = run_script("flush_spool.py", env=base_env(tmp_path, pg_env), tmp_path=tmp_path)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("flush_spool.py: ") and "undelivered files kept" in lines[0]
+    assert result.stdout == ""
+    assert {path: path.read_bytes() for path in spool_files(tmp_path)} == before
+    assert bad_files(tmp_path) == {}
+    return lines[0]
+
+
+def test_a_database_never_initialised_exits_78_naming_init_db(uninitialised_db, tmp_path):  # noqa: F811
+    line = flush_refused(tmp_path, uninitialised_db, 78)
+    assert "database schema missing" in line and "run bin/init_db.sh" in line
+
+
+def test_the_reader_role_exits_77_naming_the_role(reader_env, tmp_path):  # noqa: F811
+    line = flush_refused(tmp_path, reader_env, 77)
+    assert "database permission denied" in line and f'role "{reader_env["PGUSER"]}"' in line
+    assert "--writer-role" in line
+
+
+def test_a_wrong_password_exits_78_naming_pgpassword(wrong_password_env, tmp_path):  # noqa: F811
+    line = flush_refused(tmp_path, wrong_password_env, 78)
+    assert "database login refused" in line and "PGUSER" in line and "PGPASSWORD" in line
+    assert WRONG_PASSWORD not in line
+
+
+def test_a_pgport_that_is_not_a_port_exits_78(db, tmp_path):
+    line = flush_refused(tmp_path, {**db.env, "PGPORT": "notanumber"}, 78)
+    assert "database login refused" in line and "notanumber" in line and "PGPORT" in line
+
+
+@pytest.mark.parametrize("batch", ["1000", "1"])
+def test_a_refused_value_quarantines_its_file_and_the_rest_is_delivered(refusing_db, tmp_path,  # noqa: F811
+                                                                         batch):
+    good = spool_samples(tmp_path, 3)
+    refused = sample(10)
+    refused["status_memo"] = REFUSED_MEMO
+    refused_path = write_spool(spool(tmp_path), refused, "database unreachable: test")
+    later = write_spool(spool(tmp_path), sample(20), "database unreachable: test")
+
+    result = run_script("flush_spool.py", "--batch", batch,
+                        env=base_env(tmp_path, refusing_db.env), tmp_path=tmp_path)
+    assert result.returncode == 65, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"quarantined {refused_path.name}: "
+                                                   "database rejected a value"), result.stderr
+    assert "flushed 4 samples (8 rows stored" in result.stdout
+    assert "1 file(s) the database refused a value of moved to spool/bad/" in result.stdout
+    assert spool_files(tmp_path) == []
+    reasons = bad_files(tmp_path)
+    assert list(reasons) == [refused_path.name]
+    assert reasons[refused_path.name].startswith("database rejected a value")
+    assert "test_refused_memo" in reasons[refused_path.name]
+    stored = rows(refusing_db, "SELECT DISTINCT ts FROM telemetry.gpu_telemetry ORDER BY ts")
+    assert len(stored) == len(good) + 1 and later.exists() is False
+    events = rows(refusing_db, "SELECT data FROM telemetry.collector_events"
+                               " WHERE kind = 'spool_flushed'")
+    assert [e["data"]["quarantined"] for e in events] == [1]
+
+    again = run_script("flush_spool.py", env=base_env(tmp_path, refusing_db.env),
+                       tmp_path=tmp_path)
+    assert again.returncode == 0 and "spool is empty" in again.stdout
+
+
+def test_a_refused_sample_does_not_cost_its_neighbours_their_raw_snapshot(refusing_db,  # noqa: F811
+                                                                           tmp_path):
+    refused = sample(0, with_raw=True)
+    refused["status_memo"] = REFUSED_MEMO
+    write_spool(spool(tmp_path), refused, "database unreachable: test")
+    write_spool(spool(tmp_path), sample(5, with_raw=True), "database unreachable: test")
+
+    result = run_script("flush_spool.py", env=base_env(tmp_path, refusing_db.env),
+                        tmp_path=tmp_path)
+    assert result.returncode == 65, result.stderr
+    assert len(bad_files(tmp_path)) == 1
+    # Within RAW_EVERY_SEC of the refused one, yet the first stored: it keeps its snapshot.
+    assert rows(refusing_db, "SELECT count(*) AS n, count(raw_json) AS raw"
+                             " FROM telemetry.gpu_telemetry") == [{"n": 2, "raw": 2}]
+
+
+def test_a_refused_flush_event_leaves_the_delivery_done(db, tmp_path):
+    with db.connect() as conn:
+        conn.execute("ALTER TABLE telemetry.collector_events ADD CONSTRAINT test_no_flush_note"
+                     " CHECK (kind <> 'spool_flushed')")
+    spool_samples(tmp_path, 2)
+    result = flush(tmp_path, db)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("warning: spool_flushed event not recorded: database "
+                                    "rejected a value")
+    assert "undelivered" not in result.stderr
+    assert spool_files(tmp_path) == [] and row_count(db) == 4

@@ -4,67 +4,65 @@ PostgreSQL that the tests stop and start."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from tests.helpers import FIXTURES, REPO_ROOT, base_env, spool_files
+from tests.conftest import Database, _conninfo
+from tests.helpers import REPO_ROOT, base_env, spool_files
+from tests.reliability.harness import Processes, RunningLoop, wait_until
 
-
-class RunningLoop:
-    def __init__(self, tmp_path: Path, env: dict, *args: str):
-        self.log = tmp_path / "nvidia-smi-calls.log"
-        self.out = tmp_path / "loop.out"
-        env = {**env, "NVSMI_STANDIN_LOG": str(self.log)}
-        (tmp_path / "empty.env").touch()
-        self.process = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "bin" / "collect_once.py"), "--loop",
-             "--env", str(tmp_path / "empty.env"), *args],
-            env=env, cwd=tmp_path, stdout=self.out.open("w"), stderr=subprocess.STDOUT)
-
-    def calls(self) -> list[float]:
-        if not self.log.exists():
-            return []
-        return [float(line.split()[0]) for line in self.log.read_text().splitlines()]
-
-    def wait_for_calls(self, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.calls()) < count:
-            assert self.process.poll() is None, self.output()
-            assert time.monotonic() < deadline, f"only {len(self.calls())} calls"
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
-
-    def output(self) -> str:
-        return self.out.read_text()
+_numbers = itertools.count(1)
 
 
 @pytest.fixture
-def loops():
-    running: list[RunningLoop] = []
-    yield running
-    for loop in running:
-        if loop.process.poll() is None:
-            loop.process.kill()
-            loop.process.wait()
+def loops() -> Iterator[Processes]:
+    """The loops a test starts (and their nvidia-smi calls), killed at the end if still up."""
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.cleanup()
 
 
-def start(loops, tmp_path, env, *args) -> RunningLoop:
-    loop = RunningLoop(tmp_path, env, *args)
-    loops.append(loop)
-    return loop
+def start(loops: Processes, tmp_path: Path, env: dict, interval: float | None = None,
+          *extra: str) -> RunningLoop:
+    return RunningLoop(loops, tmp_path, env, interval, extra=extra)
 
 
-def query(db, sql: str):
+@pytest.fixture
+def empty_db(pg_server) -> Iterator[Database]:
+    """A database that bin/init_db.sh never ran on."""
+    name = f"loop_empty_{os.getpid()}_{next(_numbers)}"
+    admin = pg_server.libpq_env("postgres")
+    with psycopg.connect(**_conninfo(admin), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        yield Database(name=name, env=pg_server.libpq_env(name))
+    finally:
+        if pg_server.can_restart and not pg_server.running:
+            pg_server.start()
+        with psycopg.connect(**_conninfo(admin), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+
+
+def wait_for(condition, loop: RunningLoop, what: str, timeout: float = 30) -> None:
+    wait_until(condition, timeout=timeout, what=what, alive=loop.process, output=loop.output)
+
+
+def query(db, statement: str):
     with db.connect() as conn:
-        return conn.execute(sql).fetchall()
+        return conn.execute(statement).fetchall()
 
 
 def row_counts(db) -> tuple[int, int]:
@@ -79,7 +77,7 @@ def events(db) -> list[str]:
 
 
 def test_every_call_is_stored_once_and_sigterm_exits_0(db, tmp_path, loops):
-    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), 0.2)
     loop.wait_for_calls(6)
     assert loop.stop() == 0
     calls = len(loop.calls())
@@ -92,7 +90,7 @@ def test_every_call_is_stored_once_and_sigterm_exits_0(db, tmp_path, loops):
 
 def test_sigint_finishes_the_sample_and_exits_0(db, tmp_path, loops):
     env = base_env(tmp_path, db.env, mode="hang", NVSMI_STANDIN_HANG_SEC="1")
-    loop = start(loops, tmp_path, env, "--interval", "0.2")
+    loop = start(loops, tmp_path, env, 0.2)
     loop.wait_for_calls(1)
     time.sleep(0.3)  # the call is in flight
     assert loop.stop(signal.SIGINT) == 0
@@ -101,19 +99,25 @@ def test_sigint_finishes_the_sample_and_exits_0(db, tmp_path, loops):
 
 
 def test_schedule_does_not_drift(db, tmp_path, loops):
-    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.25", "--quiet")
-    loop.wait_for_calls(13)
+    interval = 0.2
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), interval, "--quiet")
+    loop.wait_for_calls(40)
     assert loop.stop() == 0
-    calls = loop.calls()
-    # Each call lands on start + k * interval; errors do not add up over the run.
-    offsets = [(t - calls[0]) - k * 0.25 for k, t in enumerate(calls)]
-    assert max(abs(offset) for offset in offsets[:13]) < 0.15, offsets
-    assert "stored" not in loop.output()  # --quiet: no line per sample
+    calls = loop.calls()[:40]
+    output = loop.output()
+    assert "stored" not in output  # --quiet: no line per sample
+    if "skipped" in output:
+        pytest.skip("the machine was too loaded to hold every tick")  # said, and not a drift
+    # Call k lands on start + k * interval: a late wake-up does not move the following ones.
+    # A loop that slept `interval` after each sample would be 40 calls' time (> 1 s) late by
+    # now; a loaded machine delays some calls, but not every one of the last ten.
+    offsets = [(t - calls[0]) - k * interval for k, t in enumerate(calls)]
+    assert min(abs(offset) for offset in offsets[-10:]) < 0.1, offsets
 
 
 def test_slow_nvidia_smi_delays_ticks_and_never_overlaps(db, tmp_path, loops):
     env = base_env(tmp_path, db.env, mode="hang", NVSMI_STANDIN_HANG_SEC="0.5")
-    loop = start(loops, tmp_path, env, "--interval", "0.2")
+    loop = start(loops, tmp_path, env, 0.2)
     loop.wait_for_calls(4)
     assert loop.stop() == 0
     calls = loop.calls()
@@ -126,7 +130,7 @@ def test_slow_nvidia_smi_delays_ticks_and_never_overlaps(db, tmp_path, loops):
 def test_database_stop_and_start_under_the_loop(db, pg_server, tmp_path, loops):
     if not pg_server.can_restart:
         pytest.skip("an external test server cannot be stopped")
-    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), 0.2)
     loop.wait_for_calls(3)
     pg_server.stop("fast")
     calls_before_outage = len(loop.calls())
@@ -150,8 +154,29 @@ def test_database_stop_and_start_under_the_loop(db, pg_server, tmp_path, loops):
     assert output.count("spooling samples to") == 1 and output.count("database back") == 1
 
 
+def test_a_database_never_initialised_is_delivered_once_init_db_has_run(empty_db, tmp_path,
+                                                                        loops):
+    """The server answers but has no schema: the loop spools, says so once with the fix, keeps
+    retrying, and delivers everything after bin/init_db.sh, without a restart."""
+    loop = start(loops, tmp_path, base_env(tmp_path, empty_db.env), 0.2)
+    wait_for(lambda: len(spool_files(tmp_path)) >= 15, loop, "15 spooled samples")
+    said = [line for line in loop.output().splitlines() if "bin/init_db.sh" in line]
+    assert len(said) == 1 and "schema missing" in said[0], loop.output()
+    init = subprocess.run(["bash", str(REPO_ROOT / "bin" / "init_db.sh")],
+                          env={**os.environ, **empty_db.env}, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert init.returncode == 0, init.stdout + init.stderr
+    wait_for(lambda: not spool_files(tmp_path) and "outage_end" in events(empty_db), loop,
+             "the spool delivered after init_db.sh")
+    assert loop.stop() == 0
+    calls = len(loop.calls())
+    assert row_counts(empty_db) == (2 * calls, 2 * calls)
+    assert loop.output().count("spooling samples to") == 1
+    assert "Traceback" not in loop.output()
+
+
 def test_terminated_backend_reconnects_without_losing_a_sample(db, tmp_path, loops):
-    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), 0.2)
     loop.wait_for_calls(3)
     query(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
               " WHERE application_name = 'gpu-telemetry'")
@@ -169,7 +194,7 @@ def test_terminated_backend_reconnects_without_losing_a_sample(db, tmp_path, loo
 def test_source_failure_is_recorded_once_per_change(db, tmp_path, loops):
     mode_file = tmp_path / "mode"
     env = base_env(tmp_path, db.env, NVSMI_STANDIN_MODE_FILE=str(mode_file))
-    loop = start(loops, tmp_path, env, "--interval", "0.15")
+    loop = start(loops, tmp_path, env, 0.15)
     loop.wait_for_calls(2)
     mode_file.write_text("gpu_lost\n")
     loop.wait_for_calls(len(loop.calls()) + 5)
@@ -185,40 +210,13 @@ def test_source_failure_is_recorded_once_per_change(db, tmp_path, loops):
     assert loop.output().count("GPU is lost") == 1
 
 
-def test_gpu_missing_and_back(db, tmp_path, loops):
-    both = (FIXTURES / "dual_2080-v13.xml").read_text()
-    first, second = both.split("<gpu id=", 2)[1:]
-    one = both.split("<gpu id=")[0] + "<gpu id=" + first.rsplit("</gpu>", 1)[0] + "</gpu>\n" \
-        "</nvidia_smi_log>\n"
-    document = tmp_path / "document.xml"
-
-    def show(text: str) -> None:
-        staged = tmp_path / "document.xml.new"
-        staged.write_text(text)
-        staged.replace(document)
-
-    show(both)
-    env = base_env(tmp_path, db.env, NVSMI_STANDIN_FIXTURE=str(document))
-    loop = start(loops, tmp_path, env, "--interval", "0.15")
-    loop.wait_for_calls(2)
-    show(one)
-    loop.wait_for_calls(len(loop.calls()) + 3)
-    show(both)
-    loop.wait_for_calls(len(loop.calls()) + 3)
-    assert loop.stop() == 0
-    found = query(db, "SELECT kind, gpu_uuid FROM telemetry.collector_events"
-                      " WHERE kind IN ('gpu_missing', 'gpu_back') ORDER BY ts")
-    gone = "GPU-12345678-aaaa-bbbb-cccc-0123456789ab@00000000:02:00.0"
-    assert found == [("gpu_missing", gone), ("gpu_back", gone)]
-
-
 def test_leftover_spool_is_flushed_by_the_loop(db, tmp_path, loops):
     down = base_env(tmp_path, None)
     for _ in range(3):
         subprocess.run([sys.executable, str(REPO_ROOT / "bin" / "collect_once.py")], env=down,
                        capture_output=True, check=False)
     assert len(spool_files(tmp_path)) == 3
-    loop = start(loops, tmp_path, base_env(tmp_path, db.env), "--interval", "0.2")
+    loop = start(loops, tmp_path, base_env(tmp_path, db.env), 0.2)
     loop.wait_for_calls(3)
     deadline = time.monotonic() + 15
     while spool_files(tmp_path):
@@ -242,8 +240,6 @@ def test_interval_needs_loop(tmp_path):
     assert result.returncode == 2 and "need --loop" in result.stderr
 
 
-
-
 def test_a_database_that_never_answers_does_not_hold_up_sampling(tmp_path, loops):
     """A host that accepts the connection and then says nothing (a hung server, a half-open
     network path) holds a connect for PGCONNECT_TIMEOUT; the ticks must not wait for it."""
@@ -256,7 +252,7 @@ def test_a_database_that_never_answers_does_not_hold_up_sampling(tmp_path, loops
         env = base_env(tmp_path, {"PGHOST": "127.0.0.1", "PGPORT": str(silent.getsockname()[1]),
                                   "PGUSER": "postgres", "PGDATABASE": "postgres"},
                        PGCONNECT_TIMEOUT="3")
-        loop = start(loops, tmp_path, env, "--interval", "0.2")
+        loop = start(loops, tmp_path, env, 0.2)
         loop.wait_for_calls(20)
         assert loop.stop() == 0
     finally:

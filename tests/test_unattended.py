@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 
 from tests.helpers import spool_files
-from tests.test_loop import RunningLoop, loops  # noqa: F401 - fixture
+from tests.reliability.harness import RunningLoop
+from tests.test_loop import loops  # noqa: F401 - fixture
 from tests.test_run_gpuburn import (  # noqa: F401 - fixtures
     burn_env,
     has_session,
@@ -19,8 +20,7 @@ from tests.test_run_gpuburn import (  # noqa: F401 - fixtures
 
 def test_loop_and_gpuburn_in_tmux_record_every_phase(db, tmp_path, tmux_server, loops):  # noqa: F811
     env = {**tmux_server, **db.env, "SAMPLE_INTERVAL_SEC": "0.2"}
-    loop = RunningLoop(tmp_path, env)
-    loops.append(loop)
+    loop = RunningLoop(loops, tmp_path, env)
     loop.wait_for_calls(2)
     result = run_burn(tmp_path, env, "--tmux", "--tmux-session", "accept",
                       "--pre-idle-sec", "1.5", "--pre-idle-memo", "pre gpu-burn idle (baseline)",

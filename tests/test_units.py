@@ -66,10 +66,15 @@ def test_committed_units_keep_the_contract():
     assert loop["ExecStart"].endswith("/bin/collect_once.py --loop")
     assert loop["ExecStart"].startswith("%h/projects/gpu-telemetry/bin/uv.sh run --project ")
     assert (loop["Restart"], loop["RestartSec"], loop["KillSignal"]) == ("always", "5", "SIGTERM")
+    # A configuration error stops the collector instead of restarting it every 5 s forever;
+    # database errors are not among them (the loop spools through them and never exits).
+    assert set(loop["RestartPreventExitStatus"].split()) == {"78", "127"}
     assert int(loop["TimeoutStopSec"]) > 10  # longer than NVIDIA_SMI_TIMEOUT_SEC's default
     assert loop["Environment"] == "PYTHONUNBUFFERED=1"
     flush = directives(REPO_ROOT / "systemd" / "gpu-telemetry-flush.service")
+    # Only "try again later" is a success: 65, 77 and 78 fail the run, visibly.
     assert flush["Type"] == "oneshot" and flush["SuccessExitStatus"] == "75"
+    assert "RestartPreventExitStatus" not in flush and "Restart" not in flush
     assert flush["ExecStart"].endswith("/bin/flush_spool.py --wait 30")
     timer = directives(REPO_ROOT / "systemd" / "gpu-telemetry-flush.timer")
     assert timer["OnCalendar"] == "minutely" and timer["Persistent"] == "true"

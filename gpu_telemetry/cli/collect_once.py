@@ -1,12 +1,14 @@
 """Take one sample of every GPU and store it in PostgreSQL (spooled while the database is down).
 
 Exit status: 0 stored (with --dry-run: printed); 2 usage (a bad value, or options that
-contradict each other); 69 the GPU source failed (event recorded or spooled); 70 internal
-error (a bug: --debug shows the traceback); 74 the spool could not be written either; 75
-spooled (database unreachable, or it refused the sample, e.g. a role that may not insert: the
-sample is safe on disk); 78 configuration error; 130 interrupted. With --loop: runs until
-SIGTERM or SIGINT, finishes the sample in hand and exits 0 (a failing sample is reported and
-the loop goes on).
+contradict each other); 65 the database refused a value of the sample (spooled; the flush
+moves it to spool/bad/ with the reason); 69 the GPU source failed (event recorded or spooled);
+70 internal error (a bug: --debug shows the traceback); 74 the spool could not be written
+either; 75 spooled (database unreachable: the sample is safe on disk); 77 spooled, the role
+may not insert (use the writer role as PGUSER); 78 configuration error, or spooled: the
+schema is missing (run bin/init_db.sh) or the login is refused (check PGUSER, PGPASSWORD,
+PGDATABASE, PGPORT); 130 interrupted. With --loop: runs until SIGTERM or SIGINT, finishes the
+sample in hand and exits 0 (a failing sample is reported and the loop goes on).
 """
 
 import argparse

@@ -37,7 +37,8 @@ def run(body: Callable[[], int], *, debug: bool, program: str) -> int:
     try:
         return body()
     except TelemetryError as exc:
-        print(f"{program}: {exc}", file=sys.stderr)
+        # One line, whatever the message holds: a database's reason can span several.
+        print(f"{program}: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # The reader went away (`... --dry-run | head`): nothing left to say to it.

@@ -6,25 +6,20 @@ written by the original scripts (whole nvidia-smi XML under raw_json.nvidia_smi_
 too. With RETENTION_DAYS set, rows and events older than that are deleted afterwards (the
 one-minute rollup is kept).
 
-Exit status: 0 spool delivered (also: nothing to deliver); 2 usage; 70 internal error (a bug:
---debug shows the traceback); 75 database unreachable or failed mid-way, or another flush
-running (files kept); 77 the database role may not write telemetry (files kept; connect as the
-writer role); 78 configuration error; 130 interrupted.
+Exit status: 0 spool delivered (also: nothing to deliver); 2 usage; 65 the database refused a
+value of some file(s): each moved to spool/bad/ with the reason, the others delivered; 70
+internal error (a bug: --debug shows the traceback); 75 database unreachable or failed mid-way,
+or another flush running (files kept; the timer tries again); 77 the database role may not
+write telemetry (files kept; connect as the writer role); 78 configuration error: the schema is
+missing (run bin/init_db.sh) or the login is refused (check PGUSER, PGPASSWORD, PGDATABASE,
+PGPORT), files kept; 130 interrupted.
 """
 
 import argparse
 import math
 
 from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
-from gpu_telemetry.errors import (
-    EXIT_NO_PERMISSION,
-    DatabaseUnreachable,
-    TelemetryError,
-)
-
-
-class NoPermission(TelemetryError):
-    exit_code = EXIT_NO_PERMISSION
+from gpu_telemetry.errors import EXIT_DATAERR, EXIT_OK
 
 EXAMPLES = """\
 examples:
@@ -58,19 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         from gpu_telemetry.config import load_config
 
         config = load_config(args.env)
-        try:
-            result = flush_spool(config, batch_samples=args.batch, wait_sec=args.wait)
-        except DatabaseUnreachable as exc:
-            if type(exc.__cause__).__name__ == "InsufficientPrivilege":
-                # Not a passing outage: retrying as the same role fails the same way, and
-                # the timer treats 75 as "try again in a minute".
-                from gpu_telemetry.db.errors import first_line
-
-                raise NoPermission(f"the database role may not do this: "
-                                   f"{first_line(exc.__cause__)}; undelivered "
-                                   "files kept (flush as the writer role of bin/init_db.sh "
-                                   "--writer-role)") from exc
-            raise
+        result = flush_spool(config, batch_samples=args.batch, wait_sec=args.wait)
         if result.samples or result.quarantined or result.dropped:
             print(result.summary())
         else:
@@ -79,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             rows, events = result.pruned
             print(f"retention {config.retention_days:g} days: deleted {rows} rows and "
                   f"{events} events older than that")
-        return 0
+        return EXIT_DATAERR if result.refused else EXIT_OK
 
     return run(body, debug=args.debug, program="flush_spool.py")
 

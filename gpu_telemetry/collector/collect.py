@@ -7,22 +7,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
-
 from gpu_telemetry.collector.parser import element_to_json, parse_document
 from gpu_telemetry.collector.sample import default_host, event, new_sample, now_utc, validate_sample
 from gpu_telemetry.collector.source import read_nvidia_smi
 from gpu_telemetry.collector.spool import SpoolCap, write_spool
 from gpu_telemetry.config import Config
-from gpu_telemetry.db.errors import first_line
 from gpu_telemetry.db.store import connect, insert_samples
-from gpu_telemetry.errors import (
-    EXIT_OK,
-    EXIT_SOURCE_FAILED,
-    EXIT_SPOOLED,
-    DatabaseUnreachable,
-    SourceError,
-)
+from gpu_telemetry.errors import EXIT_OK, EXIT_SOURCE_FAILED, DatabaseError, SourceError
 from gpu_telemetry.ops.status import read_status
 
 
@@ -89,14 +80,15 @@ def _report(taken: Taken, outcome: str) -> int:
 
 
 def store_or_spool(config: Config, taken: Taken) -> int:
-    """Store the sample; when the database cannot take it, spool it (exit 75)."""
+    """Store the sample; when the database cannot take it, spool it and exit with the code of
+    the named error: 75 unreachable, 78 schema missing or login refused, 77 permission denied,
+    65 a refused value (a nvidia-smi failure still exits 69)."""
     sample = validate_sample(taken.sample)
     try:
         with connect() as conn:
             inserted, offered = insert_samples(conn, [sample], config.raw_every_sec)
-    except (DatabaseUnreachable, psycopg.Error) as exc:
-        reason = str(exc) if isinstance(exc, DatabaseUnreachable) else (
-            f"database error: {first_line(exc)}")
+    except DatabaseError as exc:
+        reason = str(exc)
         path = write_spool(config.spool_dir, taken.sample, reason)
         dropped = SpoolCap(config.spool_dir, config.spool_max_mb).after_write(path)
         if dropped:
@@ -105,7 +97,7 @@ def store_or_spool(config: Config, taken: Taken) -> int:
         if taken.failure is not None:
             return _report(taken, f"{reason}; event spooled to {path}")
         print(f"{reason}; sample spooled to {path}", file=sys.stderr)
-        return EXIT_SPOOLED
+        return exc.exit_code
     if taken.failure is not None:
         return _report(taken, "event recorded")
     names = ", ".join(f"{g['gpu_name']} {g['temp_c']} C" for g in sample["gpus"])

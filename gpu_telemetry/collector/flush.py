@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
-from psycopg.types.json import Jsonb
-
 from gpu_telemetry.collector.sample import InvalidSample, default_host, now_utc, validate_sample
 from gpu_telemetry.collector.spool import (
     clean_stale_temp_files,
@@ -24,9 +21,8 @@ from gpu_telemetry.collector.spool import (
     spool_lock,
 )
 from gpu_telemetry.config import Config
-from gpu_telemetry.db.errors import first_line
-from gpu_telemetry.db.store import connect, insert_events, insert_samples
-from gpu_telemetry.errors import DatabaseUnreachable
+from gpu_telemetry.db.store import Connection, connect, insert_events, insert_samples, prune
+from gpu_telemetry.errors import DatabaseError, RejectedValue
 
 DEFAULT_BATCH_SAMPLES = 1000
 
@@ -37,6 +33,7 @@ class FlushResult:
     rows_offered: int = 0
     rows_inserted: int = 0
     quarantined: list[Path] = field(default_factory=list)
+    refused: list[Path] = field(default_factory=list)  # of those, the database refused a value
     stale_temp_removed: int = 0
     seconds: float = 0.0
     dropped: int = 0  # samples the spool cap dropped, recorded by this flush
@@ -59,8 +56,12 @@ class FlushResult:
         line = (f"flushed {self.samples} samples ({self.rows_inserted} rows stored, "
                 f"{self.rows_offered - self.rows_inserted} already there) "
                 f"in {self.seconds:.2f} s ({rate:.0f} samples/s)")
-        if self.quarantined:
-            line += f"; {len(self.quarantined)} unreadable file(s) moved to spool/bad/"
+        unreadable = len(self.quarantined) - len(self.refused)
+        if unreadable:
+            line += f"; {unreadable} unreadable file(s) moved to spool/bad/"
+        if self.refused:
+            line += (f"; {len(self.refused)} file(s) the database refused a value of moved to "
+                     "spool/bad/")
         if self.dropped:
             line += f"; {self.dropped} sample(s) had been dropped by the spool cap (recorded)"
         return line
@@ -105,12 +106,37 @@ def _load_batch(config: Config, paths: list[Path], result: FlushResult
     return samples, good
 
 
-def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAULT_BATCH_SAMPLES,
+def _store_batch(config: Config, conn: Connection, samples: list[dict], paths: list[Path],
+                 result: FlushResult) -> None:
+    """Store one batch and delete its files after the COMMIT. When the database refuses a value,
+    the batch is stored again one sample at a time and the refused file goes to spool/bad/."""
+    try:
+        inserted, offered = insert_samples(conn, samples, config.raw_every_sec)
+    except RejectedValue as exc:
+        if len(samples) == 1:
+            target = quarantine(config.spool_dir, paths[0], str(exc))
+            print(f"quarantined {paths[0].name}: {exc} -> {target}", file=sys.stderr)
+            result.quarantined.append(target)
+            result.refused.append(target)
+            return
+        for path in paths:
+            # Read again: the failed attempt dropped raw snapshots in favour of samples that
+            # may be the refused ones.
+            _store_batch(config, conn, [read_spool_file(path)], [path], result)
+        return
+    # COMMIT has returned: only now may the files go.
+    remove_delivered(config.spool_dir, paths)
+    result.add(samples, inserted, offered)
+
+
+def deliver(config: Config, conn: Connection, batch_samples: int = DEFAULT_BATCH_SAMPLES,
             deadline: float | None = None) -> FlushResult:
     """Deliver spooled samples over an open connection; the caller holds the lock.
 
     With a `deadline` (time.monotonic()), stops after the batch that passes it, so the collector
     loop can drain a long backlog between samples; `result.complete` says whether it got through.
+    A file whose sample the database refuses (RejectedValue) is quarantined; any other
+    DatabaseError stops the delivery with the undelivered files kept.
     """
     result = FlushResult()
     started = time.monotonic()
@@ -125,10 +151,7 @@ def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAU
                 break
             samples, good = _load_batch(config, paths[start:start + batch_samples], result)
             if samples:
-                inserted, offered = insert_samples(conn, samples, config.raw_every_sec)
-                # COMMIT has returned: only now may the files go.
-                remove_delivered(config.spool_dir, good)
-                result.add(samples, inserted, offered)
+                _store_batch(config, conn, samples, good, result)
             progress.update(start + len(paths[start:start + batch_samples]))
     finally:
         progress.close()
@@ -136,10 +159,11 @@ def deliver(config: Config, conn: psycopg.Connection, batch_samples: int = DEFAU
     return result
 
 
-def record_drops(conn: psycopg.Connection, config: Config) -> int:
+def record_drops(conn: Connection, config: Config) -> int:
     """Record what the spool cap dropped (the ledger), with the events those files carried;
     the ledger goes only after the COMMIT. Its event's time is the last dropped sample's, so
-    a replay after a crash is absorbed by the events' unique key."""
+    a replay after a crash is absorbed by the events' unique key. A ledger the database refuses
+    stays (said on stderr) and does not hold up the delivery."""
     ledger = read_ledger(config.spool_dir)
     if not ledger:
         return 0
@@ -159,12 +183,16 @@ def record_drops(conn: psycopg.Connection, config: Config) -> int:
     except InvalidSample:
         sample = validate_sample({**carried, "ts": now_utc().isoformat(),
                                   "events": carried["events"][-1:]})
-    insert_samples(conn, [sample], config.raw_every_sec)
+    try:
+        insert_samples(conn, [sample], config.raw_every_sec)
+    except RejectedValue as exc:
+        print(f"warning: spool cap ledger not recorded: {exc}", file=sys.stderr)
+        return 0
     clear_ledger(config.spool_dir)
     return samples
 
 
-def record_flush(conn: psycopg.Connection, result: FlushResult, kind: str = "spool_flushed",
+def record_flush(conn: Connection, result: FlushResult, kind: str = "spool_flushed",
                  **extra) -> None:
     """One collector_events row saying what a flush delivered."""
     data = {
@@ -176,29 +204,28 @@ def record_flush(conn: psycopg.Connection, result: FlushResult, kind: str = "spo
         "quarantined": len(result.quarantined),
         **extra,
     }
-    insert_events(conn, [(now_utc(), default_host(), kind, result.summary(), None, Jsonb(data))])
-
-
-def prune(conn: psycopg.Connection, retention_days: float) -> tuple[int, int]:
-    """Apply RETENTION_DAYS: (rows, events) deleted."""
-    rows, events = conn.execute("SELECT * FROM telemetry.prune(%s)",
-                                (retention_days,)).fetchone()
-    return int(rows), int(events)
+    insert_events(conn, [(now_utc(), default_host(), kind, result.summary(), None, data)])
 
 
 def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
                 wait_sec: float = 0.0) -> FlushResult:
     """Take the lock, connect, deliver, then apply RETENTION_DAYS when it is set.
-    DatabaseUnreachable when the database is down or fails mid-way (undelivered files stay)."""
+
+    Raises SpoolBusy when another flush holds the lock, and the DatabaseError subclass that
+    names why the database could not take the rest (unreachable, schema missing, login refused,
+    permission denied); undelivered files stay in every case."""
     with spool_lock(config.spool_dir, wait_sec):
         try:
             with connect() as conn:
                 result = deliver(config, conn, batch_samples)
                 if result.samples:
-                    record_flush(conn, result)
+                    try:
+                        record_flush(conn, result)
+                    except RejectedValue as exc:  # the samples are in: only the note is not
+                        print(f"warning: spool_flushed event not recorded: {exc}",
+                              file=sys.stderr)
                 if config.retention_days:
                     result.pruned = prune(conn, config.retention_days)
                 return result
-        except psycopg.Error as exc:
-            raise DatabaseUnreachable(f"database error during flush: {first_line(exc)}; "
-                                      "undelivered files kept") from exc
+        except DatabaseError as exc:
+            raise type(exc)(f"{exc}; undelivered files kept") from exc

@@ -7,6 +7,8 @@ without importing psycopg. The table is in docs/architecture.md (Errors).
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 
 import psycopg
@@ -27,7 +29,7 @@ _LOGIN_REFUSED = re.compile(
     r"password authentication failed|authentication failed for user|no password supplied"
     r"|role \".*\" does not exist|database \".*\" does not exist|invalid integer value .* port"
     r"|invalid port number|no pg_hba.conf entry|is not permitted to log in"
-    r"|certificate|SSL .*(required|not supported)",
+    r"|certificate|SSL .*(required|not supported)|invalid \S+ value",
     re.IGNORECASE)
 _PERMISSION_AT_CONNECT = re.compile(r"permission denied for database", re.IGNORECASE)
 
@@ -43,7 +45,8 @@ def _classify(exc: psycopg.Error) -> type[DatabaseError]:
     if isinstance(exc, pg.InsufficientPrivilege | pg.ReadOnlySqlTransaction):
         return PermissionDenied
     if isinstance(exc, pg.UndefinedTable | pg.UndefinedColumn | pg.UndefinedFunction
-                  | pg.InvalidSchemaName | pg.UndefinedObject):
+                  | pg.InvalidSchemaName | pg.UndefinedObject | pg.DatatypeMismatch
+                  | pg.WrongObjectType):
         return SchemaMissing
     if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
         return RejectedValue
@@ -59,17 +62,47 @@ def _classify(exc: psycopg.Error) -> type[DatabaseError]:
     return DatabaseUnreachable
 
 
-def translate(exc: psycopg.Error, doing: str = "") -> DatabaseError:
+def _login_role() -> str:
+    """The role libpq logs in as: PGUSER, else the operating-system user."""
+    try:
+        return os.environ.get("PGUSER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "?"
+
+
+def _fix(kind: type[DatabaseError], exc: psycopg.Error, role: str | None) -> str:
+    if kind is PermissionDenied:
+        if _PERMISSION_AT_CONNECT.search(str(exc)):
+            return (f'role "{role}" (PGUSER) may not connect to this database: use the writer '
+                    "or reader role of bin/init_db.sh, or GRANT CONNECT to it")
+        # A read-only transaction is the reader role of bin/init_db.sh --reader-role (it sets
+        # default_transaction_read_only) or a standby server.
+        where = " (a read-only role, or a standby server)" if isinstance(
+            exc, pg.ReadOnlySqlTransaction) else ""
+        return f'role "{role}" (PGUSER) may not write telemetry{where}: {kind.fix}'
+    return kind.fix
+
+
+def translate(exc: psycopg.Error, doing: str = "", role: str | None = None) -> DatabaseError:
     """The named error for `exc`, with one line saying what failed and, where it helps, the
-    fix; raise it `from exc` so --debug still shows psycopg's traceback."""
+    fix; raise it `from exc` so --debug still shows psycopg's traceback.
+
+    `role` is the connection's user (conn.info.user), named by a permission error; without it,
+    the role libpq logs in as (PGUSER, else the operating-system user).
+    """
     kind = _classify(exc)
     said = first_line(exc)
-    prefix = {DatabaseUnreachable: "database unreachable",
-              SchemaMissing: "database schema missing or out of date",
-              LoginRefused: "database login refused",
-              PermissionDenied: "database permission denied",
-              RejectedValue: "database rejected a value"}[kind]
+    if kind is DatabaseUnreachable and not isinstance(
+            exc, psycopg.OperationalError | psycopg.InterfaceError):
+        prefix = "database error"  # not an outage, but nothing says it is the data's fault
+    else:
+        prefix = {DatabaseUnreachable: "database unreachable",
+                  SchemaMissing: "database schema missing or out of date",
+                  LoginRefused: "database login refused",
+                  PermissionDenied: "database permission denied",
+                  RejectedValue: "database rejected a value"}[kind]
     message = f"{prefix}: {said}" if not doing else f"{prefix} ({doing}): {said}"
-    if kind.fix:
-        message += f"; {kind.fix}"
+    fix = _fix(kind, exc, role or _login_role())
+    if fix:
+        message += f"; {fix}"
     return kind(message)

@@ -8,9 +8,12 @@ INSERT ... SELECT per batch: one round trip per batch instead of one per row.
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import ParamSpec, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -33,8 +36,40 @@ _CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
                  + ") ON COMMIT DELETE ROWS")
 
 
+#: What the collector and the flush hold between calls; they never import psycopg themselves.
+Connection = psycopg.Connection
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _role_of(conn: object) -> str | None:
+    try:
+        return conn.info.user if isinstance(conn, psycopg.Connection) else None
+    except psycopg.Error:
+        return None
+
+
+def _named_errors(doing: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Let only the named errors of gpu_telemetry.errors out of a function that talks to the
+    server (its first argument is the connection, whose role a permission error names)."""
+
+    def decorate(function: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(function)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return function(*args, **kwargs)
+            except psycopg.Error as exc:
+                raise translate(exc, doing, role=_role_of(args[0] if args else None)) from exc
+
+        return wrapper
+
+    return decorate
+
+
 def connect() -> psycopg.Connection:
-    """A connection configured entirely by the PG* environment (and .pgpass / PGPASSFILE)."""
+    """A connection configured entirely by the PG* environment (and .pgpass / PGPASSFILE).
+    Raises a DatabaseError subclass: unreachable, login refused, permission denied."""
     # Autocommit, so that each `conn.transaction()` block is a real BEGIN ... COMMIT and never
     # a savepoint inside an implicit transaction left open by an earlier query.
     kwargs: dict = {"application_name": "gpu-telemetry", "autocommit": True,
@@ -50,9 +85,15 @@ def connect() -> psycopg.Connection:
         raise translate(exc) from exc
 
 
+@_named_errors("reading raw snapshot times")
 def last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
                    ) -> dict[tuple[str, str], list[datetime]]:
     """When each (host, GPU) last kept a raw snapshot, from `since` on (sorted)."""
+    return _last_raw_times(conn, hosts, since)
+
+
+def _last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
+                    ) -> dict[tuple[str, str], list[datetime]]:
     found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
     # A function of the schema's owner: the writer role may not read raw_json itself.
     rows = conn.execute("SELECT host, gpu_uuid, ts FROM telemetry.raw_snapshot_times(%s, %s)",
@@ -62,10 +103,16 @@ def last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
     return found
 
 
+@_named_errors("reading raw snapshot times")
 def thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
                        raw_every_sec: float) -> None:
     """Drop raw_json from rows whose GPU already has a snapshot less than raw_every_sec older
     (in the database or earlier in this batch)."""
+    _thin_raw_snapshots(conn, samples, raw_every_sec)
+
+
+def _thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
+                        raw_every_sec: float) -> None:
     if raw_every_sec <= 0:
         return
     with_raw = [s for s in samples if any(g.get("raw_json") is not None for g in s["gpus"])]
@@ -73,7 +120,7 @@ def thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
         return
     window = timedelta(seconds=raw_every_sec)
     hosts = sorted({s["host"] for s in with_raw})
-    kept = last_raw_times(conn, hosts, min(s["ts"] for s in with_raw) - window)
+    kept = _last_raw_times(conn, hosts, min(s["ts"] for s in with_raw) - window)
     for sample in sorted(with_raw, key=lambda s: s["ts"]):
         for gpu in sample["gpus"]:
             if gpu.get("raw_json") is None:
@@ -113,15 +160,17 @@ def _rows(samples: list[dict]):
                    Jsonb(raw) if raw is not None else None)
 
 
+@_named_errors("storing samples")
 def insert_samples(conn: psycopg.Connection, samples: list[dict],
                    raw_every_sec: float) -> tuple[int, int]:
     """Store validated samples (and their events) in one transaction.
 
     Returns (rows inserted, rows offered); the difference were already stored. COMMIT happens
-    when this returns; an exception means nothing is known to be stored.
+    when this returns; an exception (a DatabaseError subclass) means nothing is known to be
+    stored.
     """
     with conn.transaction():
-        thin_raw_snapshots(conn, samples, raw_every_sec)
+        _thin_raw_snapshots(conn, samples, raw_every_sec)
         offered = sum(len(sample["gpus"]) for sample in samples)
         inserted = 0
         if 0 < offered <= DIRECT_INSERT_MAX_ROWS:
@@ -140,19 +189,33 @@ def insert_samples(conn: psycopg.Connection, samples: list[dict],
                 cur.execute(f"INSERT INTO telemetry.gpu_telemetry ({_COLUMN_LIST})"
                             f" SELECT {_COLUMN_LIST} FROM {_STAGE} ON CONFLICT DO NOTHING")
                 inserted = cur.rowcount
-        events = [(e["ts"], s["host"], e["kind"], e["detail"], e["gpu_uuid"],
-                   Jsonb(e["data"]) if e["data"] is not None else None)
+        events = [(e["ts"], s["host"], e["kind"], e["detail"], e["gpu_uuid"], e["data"])
                   for s in samples for e in s["events"]]
         if events:
             insert_events(conn, events)
     return inserted, offered
 
 
+def _jsonb(data: object) -> Jsonb | None:
+    return data if data is None or isinstance(data, Jsonb) else Jsonb(data)
+
+
+@_named_errors("storing events")
 def insert_events(conn: psycopg.Connection, events: list[tuple]) -> None:
-    """Rows of EVENT_COLUMNS; a replayed event is absorbed by the unique key."""
+    """Rows of EVENT_COLUMNS, `data` a JSON-able dict or None; a replayed event is absorbed by
+    the unique key."""
+    rows = [(*row[:5], _jsonb(row[5])) for row in events]
     with conn.cursor() as cur:
         cur.executemany(
             f"INSERT INTO telemetry.collector_events ({', '.join(EVENT_COLUMNS)})"
             " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            events,
+            rows,
         )
+
+
+@_named_errors("applying RETENTION_DAYS")
+def prune(conn: psycopg.Connection, retention_days: float) -> tuple[int, int]:
+    """Delete rows and events older than `retention_days`: (rows, events) deleted."""
+    rows, events = conn.execute("SELECT * FROM telemetry.prune(%s)",
+                                (retention_days,)).fetchone()
+    return int(rows), int(events)

@@ -197,16 +197,19 @@ def set_mode(mode_file: Path, mode: str | None) -> None:
 
 
 class RunningLoop:
-    """`collect_once.py --loop` with the stand-in logging every call to tmp_path's call log."""
+    """`collect_once.py --loop` with the stand-in logging every call to tmp_path's call log;
+    `interval` None runs it at SAMPLE_INTERVAL_SEC. The one copy of this helper: the loop's own
+    tests and the reliability scenarios both use it."""
 
-    def __init__(self, procs: Processes, tmp_path: Path, env: dict, interval: float, *,
-                 label: str = "loop", extra: tuple[str, ...] = ()):
+    def __init__(self, procs: Processes, tmp_path: Path, env: dict,
+                 interval: float | None = None, *, label: str = "loop",
+                 extra: tuple[str, ...] = ()):
         self.log = tmp_path / CALL_LOG
         self.out = tmp_path / f"{label}.out"
         env = {**env, "NVSMI_STANDIN_LOG": str(self.log)}
+        every = ("--interval", f"{interval:g}") if interval is not None else ()
         self.process = procs.popen(
-            script_argv("collect_once.py", "--loop", "--interval", f"{interval:g}", *extra,
-                        tmp_path=tmp_path),
+            script_argv("collect_once.py", "--loop", *every, *extra, tmp_path=tmp_path),
             env=env, cwd=tmp_path, stdout=self.out)
 
     def calls(self, *modes: str) -> list[float]:

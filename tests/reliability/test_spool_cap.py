@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from tests.helpers import base_env, run_script, spool_files
-from tests.test_loop import RunningLoop, loops  # noqa: F401 - fixture
+from tests.reliability.harness import RunningLoop
+from tests.test_loop import loops  # noqa: F401 - fixture
 
 
 def spool_size(tmp_path) -> int:
@@ -17,8 +18,7 @@ def test_the_spool_over_its_cap_drops_the_oldest_and_counts_them(db, tmp_path,
                                                                   loops):  # noqa: F811
     cap_mb = 0.05
     down = base_env(tmp_path, None, SPOOL_MAX_MB=str(cap_mb))
-    loop = RunningLoop(tmp_path, down, "--interval", "0.05")
-    loops.append(loop)
+    loop = RunningLoop(loops, tmp_path, down, 0.05)
     loop.wait_for_calls(60)
     assert loop.stop() == 0
     calls = len(loop.calls())
