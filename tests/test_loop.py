@@ -83,7 +83,7 @@ def test_every_call_is_stored_once_and_sigterm_exits_0(db, tmp_path, loops):
     loop.wait_for_calls(6)
     assert loop.stop() == 0
     calls = len(loop.calls())
-    assert row_counts(db) == (2 * calls, 2 * calls)  # dual_2080: two GPUs per call
+    assert row_counts(db) == (2 * calls, 2 * calls)  # dual-2080: two GPUs per call
     output = loop.output()
     assert output.count("stored GPU0") == calls
     assert f"stopped after {calls} samples" in output
@@ -186,7 +186,7 @@ def test_source_failure_is_recorded_once_per_change(db, tmp_path, loops):
 
 
 def test_gpu_missing_and_back(db, tmp_path, loops):
-    both = (FIXTURES / "dual_2080-v13.xml").read_text()
+    both = (FIXTURES / "dual-2080-v13.xml").read_text()
     first, second = both.split("<gpu id=", 2)[1:]
     one = both.split("<gpu id=")[0] + "<gpu id=" + first.rsplit("</gpu>", 1)[0] + "</gpu>\n" \
         "</nvidia_smi_log>\n"

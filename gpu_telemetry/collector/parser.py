@@ -219,7 +219,7 @@ def parse_document(document: bytes | str) -> Reading:
             reading.problems.append(f"GPU {index} (id={gpu.get('id')}) unreadable: {exc}")
             continue
         if row["gpu_uuid"] in reading.elements:
-            # Two GPUs with one UUID (seen in anonymised captures, e.g. dual_2080-v13.xml) would
+            # Two GPUs with one UUID (seen in anonymised captures, e.g. dual-2080-v13.xml) would
             # collapse into one row under the (ts, host, gpu_uuid) key; the bus id tells them
             # apart, so the second reading is kept rather than silently dropped.
             row["gpu_uuid"] = f"{row['gpu_uuid']}@{row['pci_bus_id'] or index}"
