@@ -38,8 +38,9 @@ ROLLUP_TABLE = "telemetry.gpu_telemetry_1m"
 #   position the GPU's position in the document
 #   document a leaf of <nvidia_smi_log> itself, shared by every GPU
 #   sample   not from nvidia-smi: set by the collector for the whole sample
+FROM_SAMPLE = "sample"
 KINDS = frozenset({"number", "text", "pstate", "active", "enabled", "sum", "position",
-                   "document", "sample"})
+                   "document", FROM_SAMPLE})
 
 # How the one-minute rollup keeps a column (sql/002_rollup_1m.sql):
 #   key    part of the rollup row's key
@@ -61,7 +62,7 @@ class Column:
     sql_type: str
     comment: str
     unit: str | None = None
-    kind: str = "sample"
+    kind: str = FROM_SAMPLE
     paths: tuple = ()
     rollup: str = ""
     counted_in: str = ""
