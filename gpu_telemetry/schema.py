@@ -10,10 +10,10 @@ Adding a GPU field is one edit here plus a migration:
 
 1. Add a Column to _READINGS below: name with its unit (`_c`, `_w`, `_pct`, `_mib`, `_mhz`),
    SQL type, unit, comment, parser kind and XML paths (most preferred first).
-2. Write the next sql/00N_<what>.sql; migration_sql(name) prints its statements
-   (ALTER TABLE ... ADD COLUMN IF NOT EXISTS, COMMENT ON COLUMN ...). A field the rollup
-   keeps (rollup="stats") also needs its four x_min / x_max / x_sum / x_n columns in
-   telemetry.gpu_telemetry_1m and the rollup trigger function replaced to fill them.
+2. Write the next sql/00N_<what>.sql from migration_sql(name): ALTER TABLE ... ADD COLUMN
+   IF NOT EXISTS and COMMENT ON COLUMN for the table, and for a field the rollup keeps
+   (rollup="stats") its x_min / x_max / x_sum / x_n columns in telemetry.gpu_telemetry_1m;
+   such a field also needs the rollup trigger function (sql/002) replaced to fill them.
 3. Run tests/test_schema.py and tests/test_parser.py: the first fails until the database and
    this module agree, the second until a fixture shows the new value.
 
@@ -306,6 +306,14 @@ _ROLLUP_OWN = (
 )
 
 
+def _stats_columns(column: Column) -> tuple[Column, Column, Column, Column]:
+    unit = f", {column.unit}" if column.unit else ""
+    return (Column(f"{column.name}_min", column.sql_type, f"lowest {column.name}{unit}"),
+            Column(f"{column.name}_max", column.sql_type, f"highest {column.name}{unit}"),
+            Column(f"{column.name}_sum", "double precision", f"sum of {column.name}{unit}"),
+            Column(f"{column.name}_n", "integer", f"samples reporting {column.name}"))
+
+
 def rollup_columns() -> tuple[Column, ...]:
     """Every column of the one-minute rollup table, with its type and COMMENT."""
     columns = [_ROLLUP_OWN[0]]
@@ -315,13 +323,7 @@ def rollup_columns() -> tuple[Column, ...]:
                                   column.rollup_comment or column.comment, column.unit))
     columns.extend(_ROLLUP_OWN[1:])
     for column in rollup_fields():
-        unit = f", {column.unit}" if column.unit else ""
-        columns += [
-            Column(f"{column.name}_min", column.sql_type, f"lowest {column.name}{unit}"),
-            Column(f"{column.name}_max", column.sql_type, f"highest {column.name}{unit}"),
-            Column(f"{column.name}_sum", "double precision", f"sum of {column.name}{unit}"),
-            Column(f"{column.name}_n", "integer", f"samples reporting {column.name}"),
-        ]
+        columns.extend(_stats_columns(column))
     return tuple(columns)
 
 
@@ -330,7 +332,15 @@ def _quote(text: str) -> str:
 
 
 def migration_sql(name: str) -> str:
-    """The statements a migration needs to add this column to the telemetry table."""
+    """The statements a migration needs to add this column (and its rollup columns)."""
     column = BY_NAME[name]
-    return (f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {column.name} {column.sql_type};\n"
-            f"COMMENT ON COLUMN {TABLE}.{column.name} IS {_quote(column.comment)};\n")
+    added = [(TABLE, column, "")]
+    if column.rollup == "stats":
+        # As sql/002 has them: x_sum and x_n are NOT NULL DEFAULT 0, so a sum never meets NULL.
+        low, high, total, count = _stats_columns(column)
+        added += [(ROLLUP_TABLE, low, ""), (ROLLUP_TABLE, high, ""),
+                  (ROLLUP_TABLE, total, " NOT NULL DEFAULT 0"),
+                  (ROLLUP_TABLE, count, " NOT NULL DEFAULT 0")]
+    return "".join(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c.name} {c.sql_type}{extra};\n"
+                   f"COMMENT ON COLUMN {table}.{c.name} IS {_quote(c.comment)};\n"
+                   for table, c, extra in added)

@@ -71,13 +71,21 @@ def test_a_column_only_in_the_database_is_found(db):
     assert found == ["fan2_pct: in the database, not in gpu_telemetry.schema"]
 
 
-def test_a_column_only_in_the_schema_is_found_and_its_migration_fixes_it(db):
+@pytest.mark.parametrize("name", ["persistence_mode", "fan_pct"])
+def test_a_column_only_in_the_schema_is_found_and_its_migration_fixes_it(db, name):
+    rolled_up = name == "fan_pct"
     with db.connect() as conn:
-        conn.execute(f"ALTER TABLE {schema.TABLE} DROP COLUMN persistence_mode")
+        conn.execute(f"ALTER TABLE {schema.TABLE} DROP COLUMN {name}")
+        if rolled_up:
+            conn.execute(f"ALTER TABLE {schema.ROLLUP_TABLE} DROP COLUMN {name}_min,"
+                         f" DROP COLUMN {name}_max, DROP COLUMN {name}_sum, DROP COLUMN {name}_n")
         found = differences(schema.ROW, catalogue(conn, schema.TABLE))
-        assert len(found) == 1 and found[0].startswith("persistence_mode: in gpu_telemetry.schema")
-        conn.execute(schema.migration_sql("persistence_mode"))
+        assert len(found) == 1 and found[0].startswith(f"{name}: in gpu_telemetry.schema")
+        rollup = differences(schema.rollup_columns(), catalogue(conn, schema.ROLLUP_TABLE))
+        assert len(rollup) == (4 if rolled_up else 0)
+        conn.execute(schema.migration_sql(name))
         assert differences(schema.ROW, catalogue(conn, schema.TABLE)) == []
+        assert differences(schema.rollup_columns(), catalogue(conn, schema.ROLLUP_TABLE)) == []
 
 
 def test_a_changed_type_or_comment_is_found(db):

@@ -17,8 +17,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from gpu_telemetry.errors import SourceError
-from gpu_telemetry.schema import GPU_COLUMNS, GPU_FIELDS, Column
+from gpu_telemetry.schema import DRIVER_VERSION, GPU_COLUMNS, GPU_FIELDS, Column
 
+# GPU_COLUMNS: the keys of every row parse_gpu returns, in order.
 __all__ = ["GPU_COLUMNS", "Reading", "element_to_json", "parse_document", "parse_gpu",
            "schema_version"]
 
@@ -209,7 +210,7 @@ def parse_document(document: bytes | str) -> Reading:
     if root.tag != "nvidia_smi_log":
         raise SourceError("malformed_xml",
                           f"nvidia-smi output is XML but not an nvidia_smi_log (<{root.tag}>)")
-    driver_version = _text(root.findtext("driver_version"))
+    driver_version = _text(root.findtext(DRIVER_VERSION.paths[0]))
     reading = Reading(gpus=[], schema_version=version, driver_version=driver_version)
     gpu_elements = root.findall("gpu")
     for index, gpu in enumerate(gpu_elements):
