@@ -51,7 +51,7 @@ ROLLUPS = frozenset({"", "key", "max", "stats"})
 
 @dataclass(frozen=True)
 class Column:
-    """One column of telemetry.gpu_telemetry.
+    """One stored column (of telemetry.gpu_telemetry, or of its rollup from rollup_columns()).
 
     `paths` are tried in order and the first reported value wins; an `@name` path is an
     attribute of the <gpu> element. `counted_in` names the rollup column that counts the
@@ -267,8 +267,6 @@ RAW_JSON = Column("raw_json", "jsonb",
 
 # One GPU's part of a sample, in the order of the sample's "gpus" entries.
 GPU_FIELDS: tuple[Column, ...] = (*IDENTITY, *_READINGS, DRIVER_VERSION)
-# The fields the parser reads out of a <gpu> element (identity and the position aside).
-READINGS: tuple[Column, ...] = _READINGS
 # Every column of a row, in the order the store writes them.
 ROW: tuple[Column, ...] = (*SAMPLE_HEAD, *GPU_FIELDS, RAW_JSON)
 
