@@ -4,7 +4,7 @@
 One command: `uv run python bench/flush_bench.py [--samples N] [--repeat R] [--durable]`.
 It starts a throwaway PostgreSQL (tests.pgserver.PgServer), applies the schema with the real
 bin/init_db.sh into a template database, writes N spool files the way collect_once.py does
-(the 2-GPU dual_2080-v13 capture; raw_json null except every 120th sample, as RAW_EVERY_SEC=600
+(the 2-GPU dual-2080-v13 capture; raw_json null except every 120th sample, as RAW_EVERY_SEC=600
 at a 5 s interval keeps it) and times, each on a fresh copy of the database, R times:
 
   floor     read + parse + validate every file (collector.spool.read_spool_file), then one
@@ -51,7 +51,7 @@ from gpu_telemetry.db.store import ROW_COLUMNS  # noqa: E402
 from gpu_telemetry.ops.status import Status  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "dual_2080-v13.xml"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "dual-2080-v13.xml"
 TEMPLATE = "flush_bench_template"
 INTERVAL_SEC = 5
 RAW_EVERY_SAMPLES = 120

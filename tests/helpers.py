@@ -21,7 +21,7 @@ _OWN_KEYS = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMOD
 
 
 def base_env(tmp_path: Path, pg_env: dict[str, str] | None, *,
-             fixture: str = "dual_2080-v13.xml", mode: str = "ok", **extra: str) -> dict:
+             fixture: str = "dual-2080-v13.xml", mode: str = "ok", **extra: str) -> dict:
     """A clean environment: nothing of the developer's own configuration leaks in."""
     env = {key: value for key, value in os.environ.items()
            if key not in _OWN_KEYS and not key.startswith("NVSMI_STANDIN_")}

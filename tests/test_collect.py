@@ -60,7 +60,7 @@ def test_raw_snapshot_is_kept_every_raw_every_sec(db, tmp_path):
 ])
 def test_memo_with_quotes_and_sql_is_just_text(db, tmp_path, memo, stored):
     write_status(tmp_path, tag="bench", memo=memo)
-    env = base_env(tmp_path, db.env, fixture="tesla-t4.xml")
+    env = base_env(tmp_path, db.env, fixture="tesla-t4-v11.xml")
     result = run_script("collect_once.py", env=env, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [r["status_memo"] for r in rows(db)] == [stored or memo]
@@ -70,7 +70,7 @@ def test_memo_with_quotes_and_sql_is_just_text(db, tmp_path, memo, stored):
                                      '{"tag": 5}', "x" * 70000])
 def test_broken_status_gives_nulls_and_one_warning(db, tmp_path, content):
     (tmp_path / "status.json").write_text(content)
-    env = base_env(tmp_path, db.env, fixture="tesla-t4.xml")
+    env = base_env(tmp_path, db.env, fixture="tesla-t4-v11.xml")
     result = run_script("collect_once.py", env=env, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]

@@ -812,7 +812,7 @@ def test_without_a_gpu_as_written(tmp_path, db):
     assert idle is not None and bench is not None and bench >= idle + 25, (idle, bench)
 
     lost, dual = [line for line in failures.splitlines() if "collect_once.py" in line]
-    assert "NVSMI_STANDIN_MODE=gpu_lost" in lost and "dual_2080" in dual
+    assert "NVSMI_STANDIN_MODE=gpu_lost" in lost and "dual-2080" in dual
     result = run_block(lost, env, tmp_path, timeout=60)
     assert result.returncode == 69 and "GPU is lost" in result.stderr, result.stderr
     result = run_block(dual, env, tmp_path, timeout=60)

@@ -26,7 +26,7 @@ from tests.database_errors import (  # noqa: F401 - fixtures
 )
 from tests.helpers import FIXTURES, base_env, run_script, spool_files
 
-T4_XML = (FIXTURES / "tesla-t4.xml").read_text()
+T4_XML = (FIXTURES / "tesla-t4-v11.xml").read_text()
 T4_UUID = "GPU-d37e67a5-91dd-3774-a5cb-99096249601a"
 LEGACY_TS = "2026-01-04T00:00:05.123456+09:00"
 BASE_TS = datetime(2026, 1, 4, tzinfo=UTC)
@@ -45,7 +45,7 @@ def spool(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
-def sample(seconds: float = 0, *, host: str = "x1ai", fixture: str = "dual_2080-v13.xml",
+def sample(seconds: float = 0, *, host: str = "x1ai", fixture: str = "dual-2080-v13.xml",
            with_raw: bool = False) -> dict:
     """A sample shaped like collect_once.py's, from a real capture (2 GPUs by default)."""
     reading = parse_document((FIXTURES / fixture).read_bytes())
@@ -385,7 +385,7 @@ def test_small_batches_deliver_everything(db, tmp_path):
 
 
 def test_spool_written_by_collect_once_is_delivered(db, tmp_path):
-    down = base_env(tmp_path, None, fixture="tesla-t4.xml")
+    down = base_env(tmp_path, None, fixture="tesla-t4-v11.xml")
     for _ in range(2):
         assert run_script("collect_once.py", env=down, tmp_path=tmp_path).returncode == 75
     assert len(spool_files(tmp_path)) == 2

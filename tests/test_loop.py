@@ -81,7 +81,7 @@ def test_every_call_is_stored_once_and_sigterm_exits_0(db, tmp_path, loops):
     loop.wait_for_calls(6)
     assert loop.stop() == 0
     calls = len(loop.calls())
-    assert row_counts(db) == (2 * calls, 2 * calls)  # dual_2080: two GPUs per call
+    assert row_counts(db) == (2 * calls, 2 * calls)  # dual-2080: two GPUs per call
     output = loop.output()
     assert output.count("stored GPU0") == calls
     assert f"stopped after {calls} samples" in output

@@ -116,7 +116,7 @@ def test_every_filter_selects_what_it_says(two_days, filters, where, params):
 
 def test_a_memo_with_quotes_and_sql_is_just_text(db):
     memo = "fan=25%'); DROP TABLE telemetry.gpu_telemetry; -- \"x\" \\ _%"
-    reading = parse_document((FIXTURES / "tesla-t4.xml").read_bytes())
+    reading = parse_document((FIXTURES / "tesla-t4-v11.xml").read_bytes())
     with db.connect() as conn:
         for i, this_memo in enumerate((memo, "fan=25% plain")):
             insert_samples(conn, [validate_sample({
@@ -161,7 +161,7 @@ def test_plot_renders_real_data_with_every_panel(two_days, tmp_path):
 
 def test_plot_of_the_fixtures_through_the_collector(db, tmp_path):
     """Rows stored from real nvidia-smi documents draw."""
-    for name in ("dual_2080-v13.xml", "rtx-3080-v13.xml"):
+    for name in ("dual-2080-v13.xml", "rtx-3080-v13.xml"):
         env = base_env(tmp_path, db.env, fixture=name)
         assert run_script("collect_once.py", env=env, tmp_path=tmp_path).returncode == 0
     out = tmp_path / "fixtures.png"
@@ -403,7 +403,7 @@ def test_the_runbooks_memo_comparison_spans_the_run_it_selects(five_second_day, 
 
 
 def test_three_scattered_samples_are_visible(db, tmp_path):
-    reading = parse_document((FIXTURES / "tesla-t4.xml").read_bytes())
+    reading = parse_document((FIXTURES / "tesla-t4-v11.xml").read_bytes())
     with db.connect() as conn:
         synthetic.load(conn, DAY, DAY + timedelta(hours=6), step_sec=60)
         insert_samples(conn, [validate_sample({
@@ -453,7 +453,7 @@ def drawn(db, tmp_path, start, end, metrics=("temperature",), filters=None):
 
 
 def test_a_tag_set_status_refuses_is_named_in_the_legend(db, tmp_path):
-    reading = parse_document((FIXTURES / "tesla-t4.xml").read_bytes())
+    reading = parse_document((FIXTURES / "tesla-t4-v11.xml").read_bytes())
     with db.connect() as conn:
         insert_samples(conn, [validate_sample({
             "ts": (DAY + timedelta(seconds=5 * i)).isoformat(), "host": "x1ai",

@@ -9,8 +9,10 @@ import pytest
 
 from gpu_telemetry.collector.sample import validate_sample
 from gpu_telemetry.db.store import insert_samples
+from gpu_telemetry.schema import counted_in, rollup_fields
 
-METRICS = ("temp_c", "memory_temp_c", "power_draw_w", "clocks_sm_mhz", "fan_pct", "util_gpu_pct")
+METRICS = tuple(column.name for column in rollup_fields())
+COUNTERS = ("thermal_slowdown_n", "power_cap_n")
 START = datetime(2026, 1, 4, 0, 0, 30, tzinfo=UTC)
 
 
@@ -21,15 +23,19 @@ def synthetic_samples(count: int, seed: int = 7) -> list[dict]:
         tag = "bench" if 40 <= i < 100 else "idle"
         gpus = []
         for index in range(2):
+            # Every metric the rollup keeps gets a value, so a new one is checked too.
+            gpu = {column.name: round(rng.uniform(10, 250), 2) if column.sql_type == "real"
+                   else rng.randint(0, 100) for column in rollup_fields()}
+            flags = {flag: rng.random() < 0.2 for counter in COUNTERS
+                     for flag in counted_in(counter)}
             gpus.append({
+                **gpu, **flags,
                 "gpu_uuid": f"GPU-{index}", "gpu_name": "Tesla P40",
                 "pci_bus_id": f"00000000:0{index + 1}:00.0", "gpu_index": index,
                 "temp_c": rng.randint(30, 90), "memory_temp_c": None,
-                "power_draw_w": round(rng.uniform(10, 250), 2),
                 "clocks_sm_mhz": rng.choice([544, 1303, 1531]),
                 "fan_pct": None if index == 0 else rng.randint(20, 100),
-                "util_gpu_pct": rng.randint(0, 100), "temp_slowdown_c": 92,
-                "throttle_hw_thermal": rng.random() < 0.2, "throttle_sw_power_cap": None,
+                "temp_slowdown_c": 92, "throttle_sw_power_cap": None,
             })
         samples.append({"ts": (START + timedelta(seconds=2 * i)).isoformat(), "host": "x1ai",
                         "status_tag": tag, "status_memo": f"{tag} fan=25%", "run_id": None,
@@ -41,14 +47,16 @@ def compare(conn) -> list:
     checks = ", ".join(
         f"min({m}) AS {m}_min, max({m}) AS {m}_max, coalesce(sum({m}), 0) AS {m}_sum, "
         f"count({m}) AS {m}_n" for m in METRICS)
+    counts = ", ".join(f"count(*) FILTER (WHERE {' OR '.join(counted_in(c))})"
+                       for c in COUNTERS)
     raw = conn.execute(
-        f"SELECT date_trunc('minute', ts), gpu_uuid, status_tag, count(*), {checks},"
-        " count(*) FILTER (WHERE throttle_hw_thermal)"
-        " FROM telemetry.gpu_telemetry GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").fetchall()
+        f"SELECT date_trunc('minute', ts), gpu_uuid, status_tag, count(*), {checks}, {counts},"
+        " max(temp_slowdown_c) FROM telemetry.gpu_telemetry GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    ).fetchall()
     columns = ", ".join(f"{m}_min, {m}_max, {m}_sum, {m}_n" for m in METRICS)
     rolled = conn.execute(
-        f"SELECT bucket, gpu_uuid, status_tag, samples, {columns}, thermal_slowdown_n"
-        " FROM telemetry.gpu_telemetry_1m ORDER BY 1, 2, 3").fetchall()
+        f"SELECT bucket, gpu_uuid, status_tag, samples, {columns}, {', '.join(COUNTERS)},"
+        " temp_slowdown_c FROM telemetry.gpu_telemetry_1m ORDER BY 1, 2, 3").fetchall()
     return [raw, rolled]
 
 

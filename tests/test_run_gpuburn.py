@@ -456,7 +456,7 @@ def gpu_temps(env: dict) -> list[int]:
 
 def test_the_nvidia_smi_stand_in_reads_hotter_while_gpu_burn_runs(tmp_path, burn_env):
     burn_env["NVSMI_STANDIN_FIXTURE"] = str(REPO_ROOT / "tests" / "fixtures" / "nvidia-smi"
-                                            / "dual_2080-v13.xml")
+                                            / "dual-2080-v13.xml")
     cold = gpu_temps(burn_env)
     burn = subprocess.Popen([str(GPU_BURN_STAND_IN), "5"], env=burn_env,
                             stdout=subprocess.DEVNULL)

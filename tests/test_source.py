@@ -107,7 +107,7 @@ def test_failure_modes_keep_nvidia_smis_words(monkeypatch, stand_in_env, mode, k
     assert [call[2:] for call in _calls(stand_in_env)] == [[mode, "-q -x"]]
 
 
-@pytest.mark.parametrize("fixture", [DEFAULT_FIXTURE, FIXTURES / "dual_2080-v13.xml"],
+@pytest.mark.parametrize("fixture", [DEFAULT_FIXTURE, FIXTURES / "dual-2080-v13.xml"],
                          ids=lambda path: path.name)
 def test_ok_returns_the_document_byte_for_byte(monkeypatch, fixture):
     if fixture != DEFAULT_FIXTURE:
@@ -285,7 +285,7 @@ def test_mode_file_changes_a_running_setup(monkeypatch, tmp_path, stand_in_env):
 
 
 def test_stand_in_lists_gpus_and_refuses_unknown_arguments(monkeypatch):
-    monkeypatch.setenv("NVSMI_STANDIN_FIXTURE", str(FIXTURES / "dual_2080-v13.xml"))
+    monkeypatch.setenv("NVSMI_STANDIN_FIXTURE", str(FIXTURES / "dual-2080-v13.xml"))
     listed = subprocess.run([STAND_IN, "-L"], capture_output=True, text=True, check=True)
     assert listed.stdout.splitlines() == [
         "GPU 0: NVIDIA GeForce RTX 2080 (UUID: GPU-12345678-aaaa-bbbb-cccc-0123456789ab)",
@@ -367,19 +367,19 @@ def test_query_gpu_is_csv_with_a_header_units_and_the_documents_values():
 
 def test_query_gpu_noheader_nounits_and_what_a_gpu_does_not_report():
     dual = stand_in("--query-gpu", "index,name,temperature.gpu,power.limit",
-                    "--format", "csv,noheader,nounits", fixture=FIXTURES / "dual_2080-v13.xml")
+                    "--format", "csv,noheader,nounits", fixture=FIXTURES / "dual-2080-v13.xml")
     assert dual.returncode == 0
     limits = [gpu.findtext("gpu_power_readings/current_power_limit").removesuffix(" W")
-              for gpu in xml_gpus(FIXTURES / "dual_2080-v13.xml")]
+              for gpu in xml_gpus(FIXTURES / "dual-2080-v13.xml")]
     assert dual.stdout.splitlines() == [f"{i}, NVIDIA GeForce RTX 2080, 15, {limit}"
                                         for i, limit in enumerate(limits)]
     # N/A in the document, or not there at all (a v10 document): "[N/A]", as the real tool
     minimal = stand_in("--query-gpu=name,power.draw,fan.speed,temperature.memory,pci.bus_id",
-                       "--format=csv,noheader", fixture=FIXTURES / "gtx-1070-ti.xml")
+                       "--format=csv,noheader", fixture=FIXTURES / "gtx-1070-ti-v10.xml")
     assert minimal.stdout == "GeForce GTX 1070 Ti, [N/A], 100 %, [N/A], 00000000:01:00.0\n"
     t4 = stand_in("--query-gpu=fan.speed,clocks_throttle_reasons.active,"
                   "clocks_throttle_reasons.hw_slowdown,pcie.link.width.current,timestamp",
-                  "--format=csv,noheader", fixture=FIXTURES / "tesla-t4.xml")
+                  "--format=csv,noheader", fixture=FIXTURES / "tesla-t4-v11.xml")
     assert t4.stdout == "[N/A], 0x0000000000000000, Not Active, 8, 2023/04/24 16:22:39.000\n"
     idle = stand_in("--query-gpu=clocks_event_reasons.active", "--format=csv,noheader",
                     fixture=FIXTURES / "rtx-3060-v12.xml")
@@ -448,13 +448,13 @@ def test_the_text_report_has_the_sections_asked_for_with_the_documents_values():
     for absent in ("FB Memory Usage", "Clocks", "Utilization"):
         assert not any(line.strip() == absent for line in lines), absent
 
-    old = stand_in("-q", "-d", "TEMPERATURE,MEMORY", fixture=FIXTURES / "tesla-t4.xml")
+    old = stand_in("-q", "-d", "TEMPERATURE,MEMORY", fixture=FIXTURES / "tesla-t4-v11.xml")
     assert "        GPU Current Temp                  : 40 C" in old.stdout.splitlines()
     assert "    FB Memory Usage" in old.stdout.splitlines()
 
 
 def test_the_summary_table_and_the_topology_read_the_document():
-    fixture = FIXTURES / "dual_2080-v13.xml"
+    fixture = FIXTURES / "dual-2080-v13.xml"
     table = stand_in(fixture=fixture).stdout.splitlines()
     boxed = [line for line in table[1:] if line and line[0] in "|+"]
     assert boxed and all(len(line) == 91 for line in boxed)

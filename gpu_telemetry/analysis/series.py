@@ -16,19 +16,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from gpu_telemetry.schema import counted_in, plot_metrics
+
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
-# --metric names -> column; the rollup keeps exactly these.
-METRICS: dict[str, str] = {
-    "temperature": "temp_c",
-    "power": "power_draw_w",
-    "sm_clock": "clocks_sm_mhz",
-    "fan": "fan_pct",
-    "utilization": "util_gpu_pct",
-    "memory_temperature": "memory_temp_c",
-}
+# --metric names -> column; the rollup keeps each as x_min, x_max, x_sum and x_n.
+METRICS: dict[str, str] = {metric: column.name for metric, column in plot_metrics().items()}
 ROLLUP_BUCKET_SEC = 60
 MAX_POINTS = 1200  # about the width of a plot's drawing area in pixels
 GAP_STEPS = 3  # a gap is longer than this many sample intervals (or buckets)
@@ -37,8 +32,9 @@ FIT_PAD = 0.02  # a picture fitted to the samples found is this much wider on ea
 # 6 minutes, an 18-second stand-in run 4 seconds, so the run fills the picture either way.
 RUN_MARGIN_SHARE = 0.2
 
-_THERMAL = "(throttle_hw_thermal OR throttle_sw_thermal OR throttle_hw_slowdown)"
-_POWER = "(throttle_sw_power_cap OR throttle_hw_power_brake)"
+# The flags the rollup counts in thermal_slowdown_n and power_cap_n, for the raw rows.
+_THERMAL = f"({' OR '.join(counted_in('thermal_slowdown_n'))})"
+_POWER = f"({' OR '.join(counted_in('power_cap_n'))})"
 
 
 @dataclass(frozen=True)

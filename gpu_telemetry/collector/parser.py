@@ -1,11 +1,11 @@
 """Parse `nvidia-smi -q -x` documents into typed, unit-free rows. Pure: text in, dicts out.
 
-One table, FIELDS, names every column, its SQL type and where each schema version keeps the
-value. Versions differ mostly by renames (v12 moved `power_readings` to `gpu_power_readings`,
-v12/v13 renamed `clocks_throttle_reasons` to `clocks_event_reasons`), so each field lists its
-paths in order of preference and the first one reported wins. Anything not reported (`N/A`,
-`[Not Supported]`, a deprecation notice, a missing element, a number out of the column's range)
-is None, never 0.
+Which columns there are, their SQL types and where each schema version keeps the value is
+gpu_telemetry.schema's GPU_FIELDS. Versions differ mostly by renames (v12 moved
+`power_readings` to `gpu_power_readings`, v12/v13 renamed `clocks_throttle_reasons` to
+`clocks_event_reasons`), so each field lists its paths in order of preference and the first one
+reported wins. Anything not reported (`N/A`, `[Not Supported]`, a deprecation notice, a missing
+element, a number out of the column's range) is None, never 0.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from gpu_telemetry.errors import SourceError
+from gpu_telemetry.schema import DRIVER_VERSION, GPU_COLUMNS, GPU_FIELDS, Column
+
+# GPU_COLUMNS: the keys of every row parse_gpu returns, in order.
+__all__ = ["GPU_COLUMNS", "Reading", "element_to_json", "parse_document", "parse_gpu",
+           "schema_version"]
 
 NEWEST_KNOWN_SCHEMA = 13
 
@@ -44,174 +49,6 @@ _NOT_REPORTED = {
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(?:[A-Za-z%/()]+\s*)*$")
 _PSTATE = re.compile(r"^P\d{1,2}$")
 _DTD_VERSION = re.compile(rb"nvsmi_device_v(\d+)\.dtd")
-
-
-@dataclass(frozen=True)
-class Field:
-    """One column: `paths` are tried in order; for kind "sum" each path is a group of paths
-    whose reported values are added (ECC totals are split into SRAM and DRAM since v11)."""
-
-    column: str
-    sql_type: str
-    kind: str  # number | text | pstate | active | enabled | sum
-    paths: tuple = ()
-    comment: str = ""
-
-
-def _f(column, sql_type, kind, *paths, comment=""):
-    return Field(column, sql_type, kind, tuple(paths), comment)
-
-
-_PW = ("gpu_power_readings", "power_readings")
-
-
-def _power(*names):
-    return tuple(f"{section}/{name}" for name in names for section in _PW)
-
-
-_THROTTLE = (
-    ("throttle_gpu_idle", "gpu_idle"),
-    ("throttle_app_clocks", "applications_clocks_setting"),
-    ("throttle_sw_power_cap", "sw_power_cap"),
-    ("throttle_hw_slowdown", "hw_slowdown"),
-    ("throttle_hw_thermal", "hw_thermal_slowdown"),
-    ("throttle_hw_power_brake", "hw_power_brake_slowdown"),
-    ("throttle_sync_boost", "sync_boost"),
-    ("throttle_sw_thermal", "sw_thermal_slowdown"),
-    ("throttle_display_clocks", "display_clocks_setting"),
-)
-
-# v13 cumulative time each reason was active since driver load.
-_THROTTLE_COUNTERS = (
-    ("throttle_sw_power_cap_us", "sw_power_cap"),
-    ("throttle_sync_boost_us", "sync_boost"),
-    ("throttle_sw_thermal_us", "sw_therm_slowdown"),
-    ("throttle_hw_thermal_us", "hw_therm_slowdown"),
-    ("throttle_hw_power_brake_us", "hw_power_brake"),
-)
-
-_ECC_UNCORRECTED = ("sram_uncorrectable", "sram_uncorrectable_parity",
-                    "sram_uncorrectable_secded", "dram_uncorrectable")
-
-FIELDS: tuple[Field, ...] = (
-    _f("temp_c", "smallint", "number", "temperature/gpu_temp", comment="GPU core temperature, °C"),
-    _f("power_draw_w", "real", "number", *_power("instant_power_draw", "power_draw",
-                                                  "average_power_draw"),
-       comment="board power draw, W (instant, else power_draw, else average)"),
-    _f("power_limit_w", "real", "number", *_power("current_power_limit", "enforced_power_limit",
-                                                   "power_limit"),
-       comment="power limit in force, W"),
-    _f("fan_pct", "smallint", "number", "fan_speed",
-       comment="fan speed, % of maximum (NULL on fanless cards such as the Tesla P40)"),
-    _f("pstate", "text", "pstate", "performance_state", comment="performance state, P0..P12"),
-    _f("util_gpu_pct", "smallint", "number", "utilization/gpu_util", comment="GPU utilisation, %"),
-    _f("util_mem_pct", "smallint", "number", "utilization/memory_util",
-       comment="memory controller utilisation, %"),
-    _f("mem_used_mib", "integer", "number", "fb_memory_usage/used",
-       comment="framebuffer used, MiB"),
-    _f("mem_total_mib", "integer", "number", "fb_memory_usage/total",
-       comment="framebuffer total, MiB"),
-    _f("clocks_gr_mhz", "smallint", "number", "clocks/graphics_clock",
-       comment="graphics clock, MHz"),
-    _f("clocks_sm_mhz", "smallint", "number", "clocks/sm_clock", comment="SM clock, MHz"),
-    _f("clocks_mem_mhz", "smallint", "number", "clocks/mem_clock", comment="memory clock, MHz"),
-    # Thermal investigation.
-    _f("memory_temp_c", "smallint", "number", "temperature/memory_temp",
-       comment="HBM/GDDR temperature, °C"),
-    _f("temp_tlimit_c", "smallint", "number", "temperature/gpu_temp_tlimit",
-       comment="headroom to the slowdown temperature (T.Limit), °C"),
-    _f("temp_slowdown_c", "smallint", "number", "temperature/gpu_temp_slow_threshold",
-       comment="hardware slowdown threshold, °C"),
-    _f("temp_shutdown_c", "smallint", "number", "temperature/gpu_temp_max_threshold",
-       comment="shutdown threshold, °C"),
-    _f("temp_max_operating_c", "smallint", "number", "temperature/gpu_temp_max_gpu_threshold",
-       comment="maximum operating temperature, °C"),
-    _f("temp_target_c", "smallint", "number", "temperature/gpu_target_temperature",
-       comment="target temperature, °C"),
-    _f("memory_temp_max_c", "smallint", "number", "temperature/gpu_temp_max_mem_threshold",
-       comment="maximum memory temperature, °C"),
-    _f("power_avg_w", "real", "number", *_power("average_power_draw"),
-       comment="power draw averaged by the driver, W"),
-    _f("power_limit_default_w", "real", "number", *_power("default_power_limit"),
-       comment="default power limit, W"),
-    _f("power_limit_min_w", "real", "number", *_power("min_power_limit"),
-       comment="lowest settable power limit, W"),
-    _f("power_limit_max_w", "real", "number", *_power("max_power_limit"),
-       comment="highest settable power limit, W"),
-    _f("clocks_video_mhz", "smallint", "number", "clocks/video_clock", comment="video clock, MHz"),
-    _f("clocks_max_gr_mhz", "smallint", "number", "max_clocks/graphics_clock",
-       comment="maximum graphics clock, MHz"),
-    _f("clocks_max_sm_mhz", "smallint", "number", "max_clocks/sm_clock",
-       comment="maximum SM clock, MHz"),
-    _f("clocks_max_mem_mhz", "smallint", "number", "max_clocks/mem_clock",
-       comment="maximum memory clock, MHz"),
-    _f("util_enc_pct", "smallint", "number", "utilization/encoder_util",
-       comment="encoder utilisation, %"),
-    _f("util_dec_pct", "smallint", "number", "utilization/decoder_util",
-       comment="decoder utilisation, %"),
-    _f("pcie_gen_cur", "smallint", "number", "pci/pci_gpu_link_info/pcie_gen/current_link_gen",
-       comment="current PCIe generation"),
-    _f("pcie_gen_max", "smallint", "number", "pci/pci_gpu_link_info/pcie_gen/max_link_gen",
-       comment="maximum PCIe generation of GPU and host"),
-    _f("pcie_width_cur", "smallint", "number",
-       "pci/pci_gpu_link_info/link_widths/current_link_width", comment="current PCIe lanes"),
-    _f("pcie_width_max", "smallint", "number", "pci/pci_gpu_link_info/link_widths/max_link_width",
-       comment="maximum PCIe lanes"),
-    _f("pcie_tx_kbps", "integer", "number", "pci/tx_util", comment="PCIe transmit, KB/s"),
-    _f("pcie_rx_kbps", "integer", "number", "pci/rx_util", comment="PCIe receive, KB/s"),
-    _f("pcie_replay_count", "integer", "number", "pci/replay_counter",
-       comment="PCIe replays since driver load (link errors)"),
-    *(
-        _f(column, "boolean", "active", f"clocks_event_reasons/clocks_event_reason_{reason}",
-           f"clocks_throttle_reasons/clocks_throttle_reason_{reason}",
-           comment=f"clock event (throttle) reason {reason} active")
-        for column, reason in _THROTTLE
-    ),
-    *(
-        _f(column, "bigint", "number",
-           f"clocks_event_reasons_counters/clocks_event_reasons_counters_{reason}",
-           comment=f"time {reason} was active since driver load, µs (v13+)")
-        for column, reason in _THROTTLE_COUNTERS
-    ),
-    _f("ecc_enabled", "boolean", "enabled", "ecc_mode/current_ecc", comment="ECC mode in force"),
-    _f("ecc_volatile_corrected", "integer", "sum",
-       ("ecc_errors/volatile/sram_correctable", "ecc_errors/volatile/dram_correctable"),
-       ("ecc_errors/volatile/single_bit/total",),
-       comment="corrected ECC errors since driver load"),
-    _f("ecc_volatile_uncorrected", "integer", "sum",
-       tuple(f"ecc_errors/volatile/{name}" for name in _ECC_UNCORRECTED),
-       ("ecc_errors/volatile/double_bit/total",),
-       comment="uncorrected ECC errors since driver load"),
-    _f("ecc_aggregate_corrected", "integer", "sum",
-       ("ecc_errors/aggregate/sram_correctable", "ecc_errors/aggregate/dram_correctable"),
-       ("ecc_errors/aggregate/single_bit/total",),
-       comment="corrected ECC errors over the GPU's life"),
-    _f("ecc_aggregate_uncorrected", "integer", "sum",
-       tuple(f"ecc_errors/aggregate/{name}" for name in _ECC_UNCORRECTED),
-       ("ecc_errors/aggregate/double_bit/total",),
-       comment="uncorrected ECC errors over the GPU's life"),
-    _f("retired_pages_sbe", "integer", "number",
-       "retired_pages/multiple_single_bit_retirement/retired_count",
-       comment="pages retired for repeated single-bit errors"),
-    _f("retired_pages_dbe", "integer", "number",
-       "retired_pages/double_bit_retirement/retired_count",
-       comment="pages retired for double-bit errors"),
-    _f("retired_pages_pending", "boolean", "enabled", "retired_pages/pending_retirement",
-       comment="a page retirement waits for the next driver load"),
-    _f("remapped_rows_corr", "integer", "number", "remapped_rows/remapped_row_corr",
-       comment="rows remapped for correctable errors"),
-    _f("remapped_rows_unc", "integer", "number", "remapped_rows/remapped_row_unc",
-       comment="rows remapped for uncorrectable errors"),
-    _f("remapped_rows_pending", "boolean", "enabled", "remapped_rows/remapped_row_pending",
-       comment="a row remap waits for a GPU reset"),
-    _f("remapped_rows_failure", "boolean", "enabled", "remapped_rows/remapped_row_failure",
-       comment="a row remap failed"),
-    _f("persistence_mode", "boolean", "enabled", "persistence_mode",
-       comment="driver persistence mode"),
-)
-
-IDENTITY_COLUMNS = ("gpu_uuid", "pci_bus_id", "gpu_name", "gpu_index")
-GPU_COLUMNS = (*IDENTITY_COLUMNS, *(f.column for f in FIELDS), "driver_version")
 
 
 @dataclass
@@ -274,7 +111,7 @@ def _find_text(leaves: dict, path: str) -> str | None:
     return _text(leaves.get(path))
 
 
-def _value(gpu: dict, spec: Field):
+def _value(gpu: dict, spec: Column):
     if spec.kind == "sum":
         for group in spec.paths:
             values = [_number(_find_text(gpu, path), spec.sql_type) for path in group]
@@ -300,7 +137,7 @@ def _value(gpu: dict, spec: Field):
             value = {"enabled": True, "yes": True, "disabled": False, "no": False}.get(
                 text.lower())
         else:
-            raise ValueError(f"unknown field kind {spec.kind!r}")
+            raise ValueError(f"{spec.name}: the parser cannot read kind {spec.kind!r}")
         if value is not None:
             return value
     return None
@@ -309,18 +146,18 @@ def _value(gpu: dict, spec: Field):
 def parse_gpu(element: ET.Element, index: int, driver_version: str | None) -> dict:
     """One <gpu> element to one row. Raises ValueError when the GPU has no identity."""
     gpu = _leaves(element)
-    uuid = _find_text(gpu, "uuid")
-    if uuid is None:
+    for name, value in element.attrib.items():
+        gpu[f"@{name}"] = value
+    row: dict = {}
+    for spec in GPU_FIELDS:
+        if spec.kind == "position":
+            row[spec.name] = index
+        elif spec.kind == "document":
+            row[spec.name] = driver_version
+        else:
+            row[spec.name] = _value(gpu, spec)
+    if row["gpu_uuid"] is None:
         raise ValueError("no uuid")
-    row = {
-        "gpu_uuid": uuid,
-        "pci_bus_id": _find_text(gpu, "pci/pci_bus_id") or _text(element.get("id")),
-        "gpu_name": _find_text(gpu, "product_name"),
-        "gpu_index": index,
-    }
-    for spec in FIELDS:
-        row[spec.column] = _value(gpu, spec)
-    row["driver_version"] = driver_version
     return row
 
 
@@ -373,7 +210,7 @@ def parse_document(document: bytes | str) -> Reading:
     if root.tag != "nvidia_smi_log":
         raise SourceError("malformed_xml",
                           f"nvidia-smi output is XML but not an nvidia_smi_log (<{root.tag}>)")
-    driver_version = _text(root.findtext("driver_version"))
+    driver_version = _text(root.findtext(DRIVER_VERSION.paths[0]))
     reading = Reading(gpus=[], schema_version=version, driver_version=driver_version)
     gpu_elements = root.findall("gpu")
     for index, gpu in enumerate(gpu_elements):
@@ -383,7 +220,7 @@ def parse_document(document: bytes | str) -> Reading:
             reading.problems.append(f"GPU {index} (id={gpu.get('id')}) unreadable: {exc}")
             continue
         if row["gpu_uuid"] in reading.elements:
-            # Two GPUs with one UUID (seen in anonymised captures, e.g. dual_2080-v13.xml) would
+            # Two GPUs with one UUID (seen in anonymised captures, e.g. dual-2080-v13.xml) would
             # collapse into one row under the (ts, host, gpu_uuid) key; the bus id tells them
             # apart, so the second reading is kept rather than silently dropped.
             row["gpu_uuid"] = f"{row['gpu_uuid']}@{row['pci_bus_id'] or index}"

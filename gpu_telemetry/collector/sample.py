@@ -13,19 +13,13 @@ import re
 import socket
 from datetime import UTC, datetime
 
-from gpu_telemetry.collector.parser import FIELDS, GPU_COLUMNS, element_to_json, parse_document
+from gpu_telemetry.collector.parser import element_to_json, parse_document
 from gpu_telemetry.errors import SourceError
 from gpu_telemetry.ops.status import Status
+from gpu_telemetry.schema import column_types
 
-COLUMN_TYPES: dict[str, str] = {
-    "gpu_uuid": "text",
-    "pci_bus_id": "text",
-    "gpu_name": "text",
-    "gpu_index": "smallint",
-    **{spec.column: spec.sql_type for spec in FIELDS},
-    "driver_version": "text",
-}
-assert tuple(COLUMN_TYPES) == GPU_COLUMNS
+# One GPU's columns (a "gpus" entry, raw_json aside) -> SQL type, in the sample's order.
+COLUMN_TYPES: dict[str, str] = column_types()
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}

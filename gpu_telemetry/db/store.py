@@ -18,17 +18,17 @@ from typing import ParamSpec, TypeVar
 import psycopg
 from psycopg.types.json import Jsonb
 
+from gpu_telemetry import schema
 from gpu_telemetry.collector.sample import COLUMN_TYPES
 from gpu_telemetry.db.errors import translate
 
-ROW_COLUMNS = ("ts", "host", "status_tag", "status_memo", "run_id", *COLUMN_TYPES, "raw_json")
+ROW_COLUMNS = schema.ROW_COLUMNS
 EVENT_COLUMNS = ("ts", "host", "kind", "detail", "gpu_uuid", "data")
 DEFAULT_CONNECT_TIMEOUT_SEC = 5
 
 _COLUMN_LIST = ", ".join(ROW_COLUMNS)
 _STAGE = "gpu_telemetry_stage"
-_STAGE_TYPES = {"ts": "timestamptz", "host": "text", "status_tag": "text", "status_memo": "text",
-                "run_id": "text", **COLUMN_TYPES, "raw_json": "jsonb"}
+_STAGE_TYPES = schema.column_types(schema.ROW)
 # Spelled out rather than LIKE telemetry.gpu_telemetry: LIKE needs SELECT on the whole table,
 # which the insert-only writer role does not have.
 _CREATE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("

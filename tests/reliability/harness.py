@@ -234,7 +234,7 @@ class RunningLoop:
 
 # -- samples and the spool -------------------------------------------------------------------
 
-def fixture_gpus(fixture: str = "dual_2080-v13.xml") -> list[dict]:
+def fixture_gpus(fixture: str = "dual-2080-v13.xml") -> list[dict]:
     """GPU rows as the collector builds them from a real capture (raw_json left out)."""
     reading = parse_document((FIXTURES / fixture).read_bytes())
     return [{**row, "raw_json": None} for row in reading.gpus]
@@ -247,7 +247,7 @@ def past_base(hours_ago: float = 24) -> datetime:
 
 
 def make_samples(count: int, *, base: datetime | None = None, step_sec: float = 1.0,
-                 fixture: str = "dual_2080-v13.xml") -> list[dict]:
+                 fixture: str = "dual-2080-v13.xml") -> list[dict]:
     """Samples shaped like the collector's, for this host, `step_sec` apart."""
     base = base or past_base()
     gpus = fixture_gpus(fixture)

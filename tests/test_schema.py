@@ -1,0 +1,162 @@
+"""gpu_telemetry.schema against the database bin/init_db.sh builds: every column of the telemetry
+table and of the one-minute rollup, its type and its COMMENT, in both directions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gpu_telemetry import schema
+from gpu_telemetry.schema import Column
+
+# information_schema spells some types out; the schema uses PostgreSQL's short names.
+_TYPE_NAMES = {"timestamp with time zone": "timestamptz"}
+
+
+def catalogue(conn, table: str) -> dict[str, tuple[str, str | None]]:
+    """Column name -> (type, COMMENT) of a table (or view), as the database has them."""
+    table_schema, table_name = table.split(".")
+    rows = conn.execute(
+        "SELECT c.column_name, c.data_type, d.description"
+        " FROM information_schema.columns AS c"
+        " LEFT JOIN pg_catalog.pg_description AS d"
+        "   ON d.objoid = format('%%I.%%I', c.table_schema, c.table_name)::regclass"
+        "   AND d.classoid = 'pg_catalog.pg_class'::regclass"
+        "   AND d.objsubid = c.ordinal_position"
+        " WHERE c.table_schema = %s AND c.table_name = %s ORDER BY c.ordinal_position",
+        (table_schema, table_name)).fetchall()
+    assert rows, f"{table} has no columns"
+    return {name: (_TYPE_NAMES.get(data_type, data_type), comment)
+            for name, data_type, comment in rows}
+
+
+def differences(expected: tuple[Column, ...], found: dict[str, tuple[str, str | None]]
+                ) -> list[str]:
+    """One line per disagreement between the schema module and the database."""
+    lines = []
+    wanted = {column.name: column for column in expected}
+    for name in found.keys() - wanted.keys():
+        lines.append(f"{name}: in the database, not in gpu_telemetry.schema")
+    for name in wanted.keys() - found.keys():
+        lines.append(f"{name}: in gpu_telemetry.schema, not in the database "
+                     f"(a migration needs: {schema.migration_sql(name).strip()!r})"
+                     if name in schema.BY_NAME else
+                     f"{name}: in gpu_telemetry.schema, not in the database")
+    for name in sorted(wanted.keys() & found.keys()):
+        column, (sql_type, comment) = wanted[name], found[name]
+        if column.sql_type != sql_type:
+            lines.append(f"{name}: type {column.sql_type} in the schema, {sql_type} in the "
+                         "database")
+        if column.comment != comment:
+            lines.append(f"{name}: COMMENT {column.comment!r} in the schema, {comment!r} in the "
+                         "database")
+    return sorted(lines)
+
+
+def test_the_telemetry_table_is_the_schema(db):
+    with db.connect() as conn:
+        assert differences(schema.ROW, catalogue(conn, schema.TABLE)) == []
+
+
+def test_the_rollup_table_is_the_schema(db):
+    with db.connect() as conn:
+        assert differences(schema.rollup_columns(), catalogue(conn, schema.ROLLUP_TABLE)) == []
+
+
+def test_a_column_only_in_the_database_is_found(db):
+    with db.connect() as conn:
+        conn.execute(f"ALTER TABLE {schema.TABLE} ADD COLUMN fan2_pct smallint")
+        found = differences(schema.ROW, catalogue(conn, schema.TABLE))
+    assert found == ["fan2_pct: in the database, not in gpu_telemetry.schema"]
+
+
+@pytest.mark.parametrize("name", ["persistence_mode", "fan_pct"])
+def test_a_column_only_in_the_schema_is_found_and_its_migration_fixes_it(db, name):
+    rolled_up = name == "fan_pct"
+    with db.connect() as conn:
+        conn.execute(f"ALTER TABLE {schema.TABLE} DROP COLUMN {name}")
+        if rolled_up:
+            conn.execute(f"ALTER TABLE {schema.ROLLUP_TABLE} DROP COLUMN {name}_min,"
+                         f" DROP COLUMN {name}_max, DROP COLUMN {name}_sum, DROP COLUMN {name}_n")
+        found = differences(schema.ROW, catalogue(conn, schema.TABLE))
+        assert len(found) == 1 and found[0].startswith(f"{name}: in gpu_telemetry.schema")
+        rollup = differences(schema.rollup_columns(), catalogue(conn, schema.ROLLUP_TABLE))
+        assert len(rollup) == (4 if rolled_up else 0)
+        conn.execute(schema.migration_sql(name))
+        assert differences(schema.ROW, catalogue(conn, schema.TABLE)) == []
+        assert differences(schema.rollup_columns(), catalogue(conn, schema.ROLLUP_TABLE)) == []
+
+
+def test_a_changed_type_or_comment_is_found(db):
+    with db.connect() as conn:
+        conn.execute(f"COMMENT ON COLUMN {schema.TABLE}.temp_c IS 'GPU temperature'")
+        conn.execute(f"ALTER TABLE {schema.ROLLUP_TABLE} ALTER COLUMN fan_pct_max TYPE integer")
+        table = differences(schema.ROW, catalogue(conn, schema.TABLE))
+        rollup = differences(schema.rollup_columns(), catalogue(conn, schema.ROLLUP_TABLE))
+    assert table == ["temp_c: COMMENT 'GPU core temperature, °C' in the schema, "
+                     "'GPU temperature' in the database"]
+    assert rollup == ["fan_pct_max: type smallint in the schema, integer in the database"]
+
+
+# --------------------------------------------------------------- the module on its own
+
+_UNIT_SUFFIXES = {"_c": "°C", "_w": "W", "_pct": "%", "_mib": "MiB", "_mhz": "MHz",
+                  "_kbps": "KB/s", "_us": "µs"}
+
+
+@pytest.mark.parametrize("column", schema.GPU_FIELDS, ids=lambda c: c.name)
+def test_a_unit_is_in_the_name(column):
+    suffix = next((s for s in _UNIT_SUFFIXES if column.name.endswith(s)), None)
+    assert column.unit == (_UNIT_SUFFIXES[suffix] if suffix else None)
+    assert column.comment
+
+
+@pytest.mark.parametrize("column", schema.GPU_FIELDS, ids=lambda c: c.name)
+def test_every_gpu_field_says_where_it_comes_from(column):
+    if column.kind == "position":
+        assert not column.paths
+    elif column.kind == "sum":
+        assert column.paths and all(isinstance(group, tuple) and group for group in column.paths)
+    else:
+        assert column.paths and all(isinstance(path, str) for path in column.paths)
+        assert all(re.fullmatch(r"@?[a-z0-9_]+(/[a-z0-9_]+)*", path) for path in column.paths)
+
+
+def test_power_draw_prefers_instant_then_power_draw_then_average_in_both_sections():
+    assert schema.BY_NAME["power_draw_w"].paths == (
+        "gpu_power_readings/instant_power_draw", "power_readings/instant_power_draw",
+        "gpu_power_readings/power_draw", "power_readings/power_draw",
+        "gpu_power_readings/average_power_draw", "power_readings/average_power_draw")
+
+
+def test_the_rollup_keeps_numbers_and_counts_flags():
+    for column in schema.rollup_fields():
+        assert column.sql_type in ("smallint", "integer", "bigint", "real"), column.name
+    for counter in ("thermal_slowdown_n", "power_cap_n"):
+        flags = schema.counted_in(counter)
+        assert flags and all(schema.BY_NAME[f].sql_type == "boolean" for f in flags)
+    assert schema.counted_in("thermal_slowdown_n") == (
+        "throttle_hw_slowdown", "throttle_hw_thermal", "throttle_sw_thermal")
+
+
+def test_plot_metrics_are_kept_by_the_rollup_and_labelled():
+    metrics = schema.plot_metrics()
+    assert set(metrics) == {"temperature", "power", "sm_clock", "fan", "utilization",
+                            "memory_temperature"}
+    for column in metrics.values():
+        assert column.rollup == "stats" and column.label and column.unit
+
+
+def test_row_columns_are_the_sample_head_the_gpu_fields_and_raw_json():
+    head = ("ts", "host", "status_tag", "status_memo", "run_id")
+    assert schema.ROW_COLUMNS[:5] == head and schema.ROW_COLUMNS[-1] == "raw_json"
+    assert schema.ROW_COLUMNS[5:-1] == schema.GPU_COLUMNS
+    assert schema.GPU_COLUMNS[:4] == schema.IDENTITY_COLUMNS
+    assert schema.column_types()["gpu_index"] == "smallint"
+    assert schema.column_types(schema.ROW)["ts"] == "timestamptz"
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="kind"):
+        Column("x_c", "smallint", "x", "°C", kind="numbr", paths=("x",))
