@@ -234,10 +234,11 @@ BLUE_OVER_RED = 0.25
 
 
 def reports_of(db, *run_ids: str):
-    from gpu_telemetry.analysis.report import Selection, build_report
+    from gpu_telemetry.analysis.report.model import Selection
+    from gpu_telemetry.analysis.report.query import build_reports
 
     with psycopg.connect(**_conninfo(db)) as conn:
-        return [build_report(conn, Selection(run_id=run_id)) for run_id in run_ids]
+        return build_reports(conn, [Selection(run_id=run_id) for run_id in run_ids])
 
 
 def frames(image: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -264,7 +265,7 @@ def blue(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 def test_a_temperature_only_history_draws_one_panel_with_its_curve(db, tmp_path):
     from matplotlib.image import imread
 
-    from gpu_telemetry.analysis.report import render_png
+    from gpu_telemetry.analysis.plotting import render_png
 
     run_id = "gpuburn-20260104-100000"
     # As the original scripts stored it: temperature only.
@@ -290,7 +291,7 @@ def test_compare_leaves_out_what_no_gpu_reports_and_names_the_gpu_that_lacks_pow
                                                                                   tmp_path):
     from matplotlib.image import imread
 
-    from gpu_telemetry.analysis.report import render_compare_png, render_png
+    from gpu_telemetry.analysis.plotting import render_compare_png, render_png
 
     first, second = "gpuburn-20260104-100000", "gpuburn-20260104-130000"
     no_clock = ("clocks_sm_mhz",)
@@ -313,7 +314,7 @@ def test_compare_leaves_out_what_no_gpu_reports_and_names_the_gpu_that_lacks_pow
 def test_a_flat_power_series_gets_a_readable_range(db, tmp_path):
     from matplotlib.image import imread
 
-    from gpu_telemetry.analysis.report import render_png
+    from gpu_telemetry.analysis.plotting import render_png
 
     run_id = "gpuburn-20260104-100000"
     insert_run(db, [replace(FAN_100[0], idle_w=50, bench_w=50, power_noise_w=0)], run_id=run_id)
@@ -462,6 +463,6 @@ def test_help_has_examples(tmp_path):
     ("`edge", "`` `edge ``"),
 ])
 def test_memos_are_shown_verbatim_in_markdown(text, shown):
-    from gpu_telemetry.analysis.report import md_code
+    from gpu_telemetry.analysis.report.text import md_code
 
     assert md_code(text) == shown
