@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -395,6 +397,44 @@ def test_dead_database_is_exit_75(tmp_path):
     result = report(tmp_path, None, "--run-id", "gpuburn-20260104-100000")
     assert result.returncode == 75
     assert result.stderr.count("\n") == 1 and "database unreachable" in result.stderr
+
+
+def test_a_database_without_the_schema_is_exit_78_naming_init_db(db, tmp_path):
+    with db.connect() as conn:
+        conn.execute("DROP SCHEMA telemetry CASCADE")
+    result = report(tmp_path, db.env, "--run-id", "gpuburn-20260104-100000", "--json")
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "schema missing" in result.stderr and "bin/init_db.sh" in result.stderr
+
+
+def test_a_role_that_may_not_read_is_exit_77_naming_the_reader_role(db, tmp_path):
+    role = f"no_read_{db.name}"
+    with db.connect() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        result = report(tmp_path, {**db.env, "PGUSER": role}, "--run-id", "x", "--json")
+    finally:
+        with db.connect() as conn:
+            conn.execute(f'DROP ROLE "{role}"')
+    assert result.returncode == 77, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "permission denied" in result.stderr and "--reader-role" in result.stderr
+
+
+def test_json_alone_never_loads_matplotlib(db, tmp_path):
+    """The figures need no picture: --json without --out draws nothing and loads no plotting."""
+    run_id = "gpuburn-20260104-100000"
+    insert_run(db, FAN_100[:1], run_id=run_id)
+    code = ("import sys; from gpu_telemetry.cli.report_run import main; "
+            f"rc = main(['--run-id', '{run_id}', '--json']); "
+            "print('matplotlib' in sys.modules, file=sys.stderr); raise SystemExit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path, db.env),
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["run_id"] == run_id
+    assert result.stderr.strip().splitlines()[-1] == "False"
 
 
 def test_configuration_error_is_exit_78(tmp_path):
