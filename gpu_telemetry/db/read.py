@@ -17,15 +17,15 @@ from gpu_telemetry.db.errors import first_line, translate
 from gpu_telemetry.db.store import connect
 from gpu_telemetry.errors import DatabaseError, PermissionDenied
 
-READER_HINT = ("connect as a role that may read telemetry, e.g. the reader role of "
-               "bin/init_db.sh --reader-role")
+READER_HINT = ("plots and reports read telemetry: connect as a role that may, e.g. the reader "
+               "role of bin/init_db.sh --reader-role")
 
 
 def _reading_error(exc: psycopg.Error) -> DatabaseError:
     error = translate(exc, "reading telemetry")
     if isinstance(error, PermissionDenied):
-        return PermissionDenied(f"database permission denied (reading telemetry): "
-                                f"{first_line(exc)}; {READER_HINT}")
+        return PermissionDenied(f"the database role may not do this: {first_line(exc)} "
+                                f"({READER_HINT})")
     return error
 
 
