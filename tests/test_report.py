@@ -507,3 +507,31 @@ def test_memos_are_shown_verbatim_in_markdown(text, shown):
     from gpu_telemetry.analysis.report.text import md_code
 
     assert md_code(text) == shown
+
+
+SPLIT_CASES = {
+    # tags in time order -> (idle, bench, cool) as indexes, and the note it leaves
+    "a whole run": ("i i b b b i i", ([0, 1], [2, 3, 4], [5, 6]), None),
+    "no pre-idle": ("b b i", ([], [0, 1], [2]), None),
+    "no cooldown": ("i b b", ([0], [1, 2]), None),
+    "an untagged row inside the bench is left out": (
+        "i b - b i", ([0], [1, 3], [4]), "1 rows inside the bench were not tagged bench"),
+    "prod before, idle after": ("p b i", ([0], [1], [2]), None),
+    "no bench at all": ("i i p", ([0, 1, 2], [], []), "no rows tagged bench"),
+}
+TAG_LETTERS = {"i": "idle", "b": "bench", "p": "prod", "-": None}
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES)
+def test_the_rows_split_into_idle_bench_and_cooling(case):
+    from gpu_telemetry.analysis.report.model import GpuRun, split_phases
+
+    tags, want, note = SPLIT_CASES[case]
+    want = (*want, [])[:3]
+    rows = [{"n": n, "status_tag": TAG_LETTERS[letter]}
+            for n, letter in enumerate(tags.split())]
+    gpu = GpuRun("h", "GPU-x", None, None, 0)
+    split_phases(gpu, rows)
+    assert ([r["n"] for r in gpu.idle], [r["n"] for r in gpu.bench],
+            [r["n"] for r in gpu.cool]) == want
+    assert (note is None and gpu.notes == []) or any(note in n for n in gpu.notes), gpu.notes

@@ -287,7 +287,7 @@ def _new_gpu(rows: list[dict]) -> GpuRun:
                   pci_bus_id=last["pci_bus_id"], gpu_index=last["gpu_index"])
 
 
-def _split(gpu: GpuRun, rows: list[dict]) -> tuple[int, int] | None:
+def split_phases(gpu: GpuRun, rows: list[dict]) -> tuple[int, int] | None:
     """Put rows into bench and the non-bench rows before / after it; returns the index range
     of the bench rows, or None when there are none."""
     bench_at = [i for i, row in enumerate(rows) if row["status_tag"] == BENCH]
@@ -311,7 +311,7 @@ def _gpus_of_run(source: RowSource, selection: Selection) -> list[GpuRun]:
         gpu = _new_gpu(group)
         if selection.gpu and not gpu_matches(selection.gpu, gpu):
             continue
-        span = _split(gpu, group)
+        span = split_phases(gpu, group)
         gpus.append(gpu)
         if span is None:
             continue
@@ -342,7 +342,7 @@ def _gpus_of_range(source: RowSource, selection: Selection) -> list[GpuRun]:
         gpu = _new_gpu(group)
         if selection.gpu and not gpu_matches(selection.gpu, gpu):
             continue
-        _split(gpu, group)
+        split_phases(gpu, group)
         gpus.append(gpu)
     return gpus
 
