@@ -20,7 +20,7 @@
 #   --memo-suffix TEXT       appended to every memo of the run, e.g. " fan=25%"
 #   --gpu-burn-dir DIR       folder holding gpu_burn (default GPU_BURN_DIR, ~/projects/gpu-burn)
 #   --tmux | --no-tmux       run detached in a new tmux session (default --no-tmux)
-#   --tmux-session NAME      (default gpuburn; an existing session is refused)
+#   --tmux-session NAME      with --tmux only (default gpuburn; an existing session is refused)
 #   --english | --no-english LC_ALL=C LANG=C for gpu_burn and diagnostics (default on)
 #   --diag | --no-diag       diagnostics before and after into the log (default on)
 #   --dry-run                print the plan, write and start nothing
@@ -29,7 +29,8 @@
 # Example: bin/run_gpuburn.sh --pre-idle-sec 180 --sec 900 --cooldown-sec 600 \
 #            --final-tag prod --final-memo "prod (normal usage)" --memo-suffix " fan=25%" --tmux
 #
-# Log: LOG_DIR/gpu-burn-YYYYmmdd-HHMMSS.log. The logic is gpu_telemetry/ops/gpuburn.py.
+# Log: LOG_DIR/gpu-burn-YYYYmmdd-HHMMSS.log. The command line is gpu_telemetry/cli/run_gpuburn.py,
+# the run gpu_telemetry/ops/gpuburn/.
 #
 # Exit status: gpu_burn's own (0 every GPU passed), or 1 tmux refused, 2 usage, 70 internal error, 74 status file or
 # log not writable, 78 configuration error, 124 gpu_burn hung, 127 gpu_burn (or uv) not found,
@@ -44,9 +45,9 @@ readonly REPO_ROOT
 main() {
   export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
   if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
-    exec "$REPO_ROOT/.venv/bin/python" -P -m gpu_telemetry.ops.gpuburn "$@"
+    exec "$REPO_ROOT/.venv/bin/python" -P -m gpu_telemetry.cli.run_gpuburn "$@"
   fi
-  exec "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P -m gpu_telemetry.ops.gpuburn "$@"
+  exec "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P -m gpu_telemetry.cli.run_gpuburn "$@"
 }
 
 main "$@"

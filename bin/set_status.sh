@@ -71,10 +71,10 @@ main() {
     esac
     shift
   done
-  ((${#positional[@]} >= 1)) || usage_error "a TAG is needed (idle, prod or bench)"
+  ((${#positional[@]} >= 1)) || usage_error "a TAG is needed (the tags are listed in --help)"
   ((${#positional[@]} <= 2)) \
     || usage_error "${#positional[@]} arguments (${positional[*]}): TAG [MEMO] takes at most 2; quote a memo with spaces"
-  run_python -m gpu_telemetry.ops.status "${options[@]}" -- "${positional[@]}"
+  run_python -m gpu_telemetry.cli.set_status "${options[@]}" -- "${positional[@]}"
 }
 
 main "$@"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -234,10 +236,11 @@ BLUE_OVER_RED = 0.25
 
 
 def reports_of(db, *run_ids: str):
-    from gpu_telemetry.analysis.report import Selection, build_report
+    from gpu_telemetry.analysis.report.model import Selection
+    from gpu_telemetry.analysis.report.query import build_reports
 
     with psycopg.connect(**_conninfo(db)) as conn:
-        return [build_report(conn, Selection(run_id=run_id)) for run_id in run_ids]
+        return build_reports(conn, [Selection(run_id=run_id) for run_id in run_ids])
 
 
 def frames(image: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -264,7 +267,7 @@ def blue(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 def test_a_temperature_only_history_draws_one_panel_with_its_curve(db, tmp_path):
     from matplotlib.image import imread
 
-    from gpu_telemetry.analysis.report import render_png
+    from gpu_telemetry.analysis.plotting import render_png
 
     run_id = "gpuburn-20260104-100000"
     # As the original scripts stored it: temperature only.
@@ -290,7 +293,7 @@ def test_compare_leaves_out_what_no_gpu_reports_and_names_the_gpu_that_lacks_pow
                                                                                   tmp_path):
     from matplotlib.image import imread
 
-    from gpu_telemetry.analysis.report import render_compare_png, render_png
+    from gpu_telemetry.analysis.plotting import render_compare_png, render_png
 
     first, second = "gpuburn-20260104-100000", "gpuburn-20260104-130000"
     no_clock = ("clocks_sm_mhz",)
@@ -313,7 +316,7 @@ def test_compare_leaves_out_what_no_gpu_reports_and_names_the_gpu_that_lacks_pow
 def test_a_flat_power_series_gets_a_readable_range(db, tmp_path):
     from matplotlib.image import imread
 
-    from gpu_telemetry.analysis.report import render_png
+    from gpu_telemetry.analysis.plotting import render_png
 
     run_id = "gpuburn-20260104-100000"
     insert_run(db, [replace(FAN_100[0], idle_w=50, bench_w=50, power_noise_w=0)], run_id=run_id)
@@ -396,6 +399,45 @@ def test_dead_database_is_exit_75(tmp_path):
     assert result.stderr.count("\n") == 1 and "database unreachable" in result.stderr
 
 
+def test_a_database_without_the_schema_is_exit_78_naming_init_db(db, tmp_path):
+    with db.connect() as conn:
+        conn.execute("DROP SCHEMA telemetry CASCADE")
+    result = report(tmp_path, db.env, "--run-id", "gpuburn-20260104-100000", "--json")
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "schema missing" in result.stderr and "bin/init_db.sh" in result.stderr
+
+
+def test_a_role_that_may_not_read_is_exit_77_naming_the_reader_role(db, tmp_path):
+    role = f"no_read_{db.name}"
+    with db.connect() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        result = report(tmp_path, {**db.env, "PGUSER": role}, "--run-id", "x", "--json")
+    finally:
+        with db.connect() as conn:
+            conn.execute(f'DROP ROLE "{role}"')
+    assert result.returncode == 77, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "may not do this: permission denied" in result.stderr
+    assert "--reader-role" in result.stderr
+
+
+def test_json_alone_never_loads_matplotlib(db, tmp_path):
+    """The figures need no picture: --json without --out draws nothing and loads no plotting."""
+    run_id = "gpuburn-20260104-100000"
+    insert_run(db, FAN_100[:1], run_id=run_id)
+    code = ("import sys; from gpu_telemetry.cli.report_run import main; "
+            f"rc = main(['--run-id', '{run_id}', '--json']); "
+            "print('matplotlib' in sys.modules, file=sys.stderr); raise SystemExit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path, db.env),
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["run_id"] == run_id
+    assert result.stderr.strip().splitlines()[-1] == "False"
+
+
 def test_configuration_error_is_exit_78(tmp_path):
     result = run_script("report_run.py", "--run-id", "x", "--env", str(tmp_path / "missing.env"),
                         env=base_env(tmp_path, None), tmp_path=tmp_path)
@@ -462,6 +504,34 @@ def test_help_has_examples(tmp_path):
     ("`edge", "`` `edge ``"),
 ])
 def test_memos_are_shown_verbatim_in_markdown(text, shown):
-    from gpu_telemetry.analysis.report import md_code
+    from gpu_telemetry.analysis.report.text import md_code
 
     assert md_code(text) == shown
+
+
+SPLIT_CASES = {
+    # tags in time order -> (idle, bench, cool) as indexes, and the note it leaves
+    "a whole run": ("i i b b b i i", ([0, 1], [2, 3, 4], [5, 6]), None),
+    "no pre-idle": ("b b i", ([], [0, 1], [2]), None),
+    "no cooldown": ("i b b", ([0], [1, 2]), None),
+    "an untagged row inside the bench is left out": (
+        "i b - b i", ([0], [1, 3], [4]), "1 rows inside the bench were not tagged bench"),
+    "prod before, idle after": ("p b i", ([0], [1], [2]), None),
+    "no bench at all": ("i i p", ([0, 1, 2], [], []), "no rows tagged bench"),
+}
+TAG_LETTERS = {"i": "idle", "b": "bench", "p": "prod", "-": None}
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES)
+def test_the_rows_split_into_idle_bench_and_cooling(case):
+    from gpu_telemetry.analysis.report.model import GpuRun, split_phases
+
+    tags, want, note = SPLIT_CASES[case]
+    want = (*want, [])[:3]
+    rows = [{"n": n, "status_tag": TAG_LETTERS[letter]}
+            for n, letter in enumerate(tags.split())]
+    gpu = GpuRun("h", "GPU-x", None, None, 0)
+    split_phases(gpu, rows)
+    assert ([r["n"] for r in gpu.idle], [r["n"] for r in gpu.bench],
+            [r["n"] for r in gpu.cool]) == want
+    assert (note is None and gpu.notes == []) or any(note in n for n in gpu.notes), gpu.notes

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from gpu_telemetry.ops import gpuburn
+from gpu_telemetry.cli import run_gpuburn as cli
+from gpu_telemetry.ops.gpuburn import plan as burn_plan
+from gpu_telemetry.ops.gpuburn import runner
+from gpu_telemetry.ops.gpuburn import tmux as burn_tmux
 from gpu_telemetry.ops.status import Status
 from tests.helpers import REPO_ROOT, STAND_IN, base_env
 
@@ -228,7 +231,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, burn_env):
                                   ["--bogus"]])
 def test_bad_options_are_one_line_and_exit_2(args, capsys):
     with pytest.raises(SystemExit) as caught:
-        gpuburn.main(args)
+        cli.main(args)
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("run_gpuburn.sh: "), err
@@ -249,7 +252,7 @@ def test_bad_options_are_one_line_and_exit_2(args, capsys):
 ])
 def test_a_bad_value_is_named_with_what_is_wrong_with_it(args, says, capsys):
     with pytest.raises(SystemExit) as caught:
-        gpuburn.main(args)
+        cli.main(args)
     assert caught.value.code == 2
     assert says in capsys.readouterr().err
 
@@ -267,7 +270,7 @@ def test_the_diagnostics_are_answered(tmp_path, burn_env):
     assert result.returncode == 0, result.stderr
     [log] = log_files(tmp_path)
     log_text = log.read_text()
-    total = 2 + 2 * len(gpuburn.nvme_controllers())
+    total = 2 + 2 * len(runner.nvme_controllers())
     for when in ("before", "after"):
         assert f"diagnostics {when}: 2 of {total} commands answered" in log_text
         assert re.search(rf"--- diagnostics {when}: \S*nvidia-smi -q -d "
@@ -386,8 +389,8 @@ def test_tmux_refuses_a_session_that_exists(tmp_path, tmux_server):
 # --- the plan, pure ----------------------------------------------------------------------------
 
 
-def options(*argv: str) -> Namespace:
-    return gpuburn.parse_args(list(argv))
+def options(*argv: str) -> burn_plan.BurnOptions:
+    return cli.burn_options(cli.parse_args(list(argv)))
 
 
 @pytest.mark.parametrize(("argv", "previous", "expected"), [
@@ -404,24 +407,24 @@ def options(*argv: str) -> Namespace:
      ("prod", "inference" + SUFFIX, None)),
 ])
 def test_the_final_status_restores_what_was_there(argv, previous, expected):
-    assert gpuburn.final_status(options(*argv), previous) == expected
+    assert burn_plan.final_status(options(*argv), previous) == expected
 
 
 def test_the_interrupted_memo_names_the_phase_and_fits(tmp_path):
     config = Namespace(status_file=tmp_path / "s.json", log_dir=tmp_path,
                        gpu_burn_dir=tmp_path, sample_interval_sec=5.0)
     now = datetime(2026, 1, 4, tzinfo=UTC)
-    plan = gpuburn.build_plan(options("--final-memo", "m" * 980, "--memo-suffix", SUFFIX),
+    plan = burn_plan.build_plan(options("--final-memo", "m" * 980, "--memo-suffix", SUFFIX),
                               config, Status(), now)
     assert plan.run_id == "gpuburn-20260104-000000"
-    memo = gpuburn.interrupted_memo(plan, "cooldown", 143)
+    memo = burn_plan.interrupted_memo(plan, "cooldown", 143)
     assert memo.endswith(" [cooldown exit=143]" + SUFFIX) and len(memo) == 1000
 
 
 def test_the_tmux_command_sets_and_unsets_the_configuration_and_never_the_password():
     caller = {"STATUS_FILE": "/s t/status.json", "PGHOST": "db", "PGAPPNAME": "x",
               "PGPASSWORD": "s3cret-pw", "PATH": "/usr/bin"}
-    command = gpuburn.tmux_command("tmux", "gpuburn", "/work dir", caller,
+    command = burn_tmux.tmux_command("tmux", "gpuburn", "/work dir", caller,
                                    ["--pre-memo=a 'b'", "--"])
     assert command[:8] == ["tmux", "new-session", "-d", "-s", "gpuburn", "-c", "/work dir",
                            "--"]
@@ -433,16 +436,93 @@ def test_the_tmux_command_sets_and_unsets_the_configuration_and_never_the_passwo
     assert command[-2:] == ["--pre-memo=a 'b'", "--"]
 
 
-def test_the_inner_arguments_read_back_as_the_same_options(tmp_path):
+@pytest.mark.parametrize(("argv", "child"), [
+    (["--tmux", "--sec", "5"], ["--sec", "5"]),
+    (["--sec", "5", "--tmux", "--tmux-session", "burn2", "--pre-memo", "tmux"],
+     ["--sec", "5", "--pre-memo", "tmux"]),
+    (["--tmux-session=burn2", "--tmux", "--pre-memo=--tmux-session", "--debug"],
+     ["--pre-memo=--tmux-session", "--debug"]),
+    (["--tmux", "--", "--tmux", "-d"], ["--", "--tmux", "-d"]),
+    (["--tmux", "--secret-file", "/tmp/forged", "--sec", "1"], ["--sec", "1"]),
+])
+def test_the_run_in_tmux_gets_the_callers_arguments_minus_the_tmux_options(argv, child):
+    assert burn_tmux.child_arguments(argv, None) == child
+    # The private file's name goes last among the options, never among gpu_burn's.
+    end = child.index("--") if "--" in child else len(child)
+    assert burn_tmux.child_arguments(argv, "/run/x.secret") == [
+        *child[:end], "--secret-file=/run/x.secret", *child[end:]]
+
+
+def test_the_child_arguments_read_back_as_the_same_options(tmp_path):
     argv = ["--sec", "5", "--pre-memo", "-5C offset", "--memo-suffix", " fan=25%",
-            "--pre-idle-sec", "0.5", "--no-english", "--final-tag", "prod", "--", "-d"]
-    original = options(*argv)
-    inner = gpuburn.inner_arguments(original, tmp_path, None)
-    again = options(*inner)
-    for key in ("sec", "pre_memo", "memo_suffix", "pre_idle_sec", "english", "diag",
-                "final_tag", "final_memo", "gpu_burn_args"):
-        assert getattr(again, key) == getattr(original, key), key
-    assert again.tmux is False and again.gpu_burn_dir == str(tmp_path)
+            "--pre-idle-sec", "0.5", "--no-english", "--final-tag", "prod", "--tmux",
+            "--tmux-session", "b1", "--gpu-burn-dir", str(tmp_path), "--", "-d"]
+    original = cli.parse_args(argv)
+    again = cli.parse_args(burn_tmux.child_arguments(argv, None))
+    assert cli.burn_options(again) == cli.burn_options(original)
+    assert original.tmux and not again.tmux and again.tmux_session == "gpuburn"
+
+
+def test_tmux_session_without_tmux_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--tmux-session", "burn2", "--sec", "1"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tmux-session goes with --tmux" in err and len(err.splitlines()) == 1
+
+
+def test_options_are_not_abbreviated(capsys):
+    """The run in tmux drops --tmux-session by its full name: `--tmux-s` must not slip by."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--tmux", "--tmux-s", "burn2"])
+    assert caught.value.code == 2
+
+
+CONFIG = Namespace(status_file=Path("/s/status.json"), log_dir=Path("/logs"),
+                   gpu_burn_dir=Path("/opt/gpu-burn"), sample_interval_sec=5.0)
+NOW = datetime(2026, 1, 4, 12, 30, 5, tzinfo=UTC)
+
+
+PLAN_CASES = {
+    "defaults": ([], {"pre_idle": None, "cooldown": None, "bench": ("bench", "gpu-burn", 600),
+                      "post": ("idle", "post gpu-burn idle", 5.0),
+                      "gpu_burn_argv": ("./gpu_burn", "600")}),
+    "every phase, suffixed": (
+        ["--pre-idle-sec", "180", "--sec", "900", "--cooldown-sec", "0.5",
+         "--memo-suffix", SUFFIX],
+        {"pre_idle": ("idle", "pre gpu-burn idle (baseline)" + SUFFIX, 180.0),
+         "bench": ("bench", "gpu-burn" + SUFFIX, 900),
+         "cooldown": ("idle", "cooldown idle (post gpu-burn)" + SUFFIX, 0.5),
+         "final": ("idle", "idle" + SUFFIX, None)}),
+    "gpu_burn's own options go before its duration": (
+        ["--sec", "30", "--", "-d", "-tc"], {"gpu_burn_argv": ("./gpu_burn", "-d", "-tc", "30")}),
+    "other tags, an empty memo is the tag": (
+        ["--pre-tag", "prod", "--post-tag", "bench", "--post-memo", ""],
+        {"bench": ("prod", "gpu-burn", 600), "post": ("bench", "bench", 5.0)}),
+    "the folder given": (["--gpu-burn-dir", "/x/gb"], {"gpu_burn_dir": Path("/x/gb")}),
+    "the folder configured, run id and log from the start time": (
+        [], {"gpu_burn_dir": Path("/opt/gpu-burn"), "run_id": "gpuburn-20260104-123005",
+             "log_path": Path("/logs/gpu-burn-20260104-123005.log")}),
+}
+
+
+@pytest.mark.parametrize("case", PLAN_CASES)
+def test_the_plan(case):
+    argv, want = PLAN_CASES[case]
+    plan = burn_plan.build_plan(options(*argv), CONFIG, Status(), NOW)
+    for key, value in want.items():
+        got = getattr(plan, key)
+        if isinstance(got, burn_plan.Phase):
+            got = (got.tag, got.memo, got.seconds)
+        assert got == value, key
+
+
+def test_a_memo_too_long_with_its_suffix_is_refused_before_anything_runs():
+    with pytest.raises(burn_plan.StatusError) as caught:
+        burn_plan.build_plan(options("--pre-memo", "m" * 995, "--memo-suffix", SUFFIX), CONFIG,
+                             Status(), NOW)
+    assert "the bench memo (memo suffix included)" in str(caught.value)
+    assert caught.value.exit_code == 2
 
 
 # --- the stand-ins -----------------------------------------------------------------------------
@@ -470,12 +550,3 @@ def test_the_nvidia_smi_stand_in_reads_hotter_while_gpu_burn_runs(tmp_path, burn
     assert all(h >= c + 25 for c, h in zip(cold, hot, strict=True))
     assert not (tmp_path / "heat").exists()
     assert gpu_temps(burn_env) == cold
-
-
-def test_shellcheck_is_clean_on_every_shell_script():
-    scripts = [REPO_ROOT / "bin" / "set_status.sh", RUN_GPUBURN,
-               *sorted((REPO_ROOT / "tests" / "stand_ins").iterdir())]
-    result = subprocess.run([str(Path(sys.executable).parent / "shellcheck"),
-                             *map(str, scripts)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-

@@ -167,3 +167,28 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert caught.value.exit_code == EXIT_IO and "No space left" in str(caught.value)
     assert json.loads(path.read_text())["memo"] == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_the_tags_are_the_ones_every_part_uses(capsys):
+    """One list of tags: the command's help, the refusal and the check all come from it."""
+    from gpu_telemetry.cli import set_status as cli
+    from gpu_telemetry.tags import TAGS
+
+    assert TAGS == ("idle", "prod", "bench")
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert f"one of {', '.join(TAGS)}" in capsys.readouterr().out
+    for tag in TAGS:
+        assert status_module.check_tag(tag) == tag
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("{", "is malformed"), ("[1]", "not a JSON object"), ('{"memo": "x"}', "no tag"),
+    ('{"tag": 3}', "tag is int, not text"), ("x" * 70000, "is over 65536 bytes"),
+])
+def test_a_broken_status_file_is_null_status_and_one_line(tmp_path, content, says):
+    path = tmp_path / "status.json"
+    path.write_text(content)
+    status, warning = read_status(path)
+    assert status == Status()
+    assert says in warning and len(warning.splitlines()) == 1 and str(path) in warning

@@ -17,7 +17,7 @@ from gpu_telemetry.collector import source
 from gpu_telemetry.collector.parser import parse_document
 from gpu_telemetry.collector.source import read_nvidia_smi
 from gpu_telemetry.errors import SourceError
-from gpu_telemetry.ops import gpuburn
+from gpu_telemetry.ops.gpuburn import plan as gpuburn
 
 TESTS = Path(__file__).resolve().parent
 STAND_IN = TESTS / "stand_ins" / "nvidia-smi"

@@ -12,7 +12,9 @@ read telemetry (use the reader role); 78 configuration error; 130 interrupted.
 """
 
 import argparse
-from datetime import datetime, timedelta
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
@@ -58,6 +60,31 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                      f"{args.out.with_suffix('.md')}); the PNG is written beside it")
 
 
+def report_command(selections: Sequence, *, tz: tzinfo, as_json: bool, out: Path | None) -> int:
+    """Fetch, analyse, write (always without --json; with --json only when --out is given)
+    and print."""
+    from gpu_telemetry.analysis.report.output import default_markdown_path, write_outputs
+    from gpu_telemetry.analysis.report.query import fetch_reports
+    from gpu_telemetry.analysis.report.text import one_line_summary, report_json
+
+    reports = fetch_reports(selections)
+    written: tuple[Path, Path] | None = None
+    if out is not None or not as_json:
+        written = write_outputs(reports, out or default_markdown_path(reports), tz)
+    if as_json:
+        body = report_json(reports, tz)
+        if written:
+            body["markdown"], body["png"] = (str(p) for p in written)
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    for report in reports:
+        for line in one_line_summary(report):
+            print(line)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog=PROG,
@@ -90,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     check_options(parser, args)
-    from gpu_telemetry.analysis.report import Selection, report_command
+    from gpu_telemetry.analysis.report.model import Selection
     from gpu_telemetry.analysis.timerange import RangeError, parse_time, zone
 
     try:

@@ -5,12 +5,11 @@ status and one warning line says why.
 
 Writing replaces the file atomically (a temporary file in the same folder, fsync, rename), so
 the collector, reading it every few seconds, sees the old status or the new one, never half
-of either. `python -m gpu_telemetry.ops.status` is the body of bin/set_status.sh.
+of either. The command is bin/set_status.sh (gpu_telemetry/cli/set_status.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -20,12 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
 from gpu_telemetry.errors import EXIT_IO, StatusError
+from gpu_telemetry.tags import TAGS
 
 MAX_STATUS_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 1000
-VALID_TAGS = ("idle", "prod", "bench")
 # Run ids end up in file names, SQL filters and plot titles: one word, no quoting needed.
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,99}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -36,6 +34,21 @@ class Status:
     tag: str | None = None
     memo: str | None = None
     run_id: str | None = None
+
+    @classmethod
+    def from_document(cls, document) -> Status:
+        """The status a status.json document holds; ValueError saying what is wrong with it.
+
+        Only `tag` is required (the original scripts wrote tag and memo); texts are cut to
+        MAX_TEXT_CHARS, empty ones are null.
+        """
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        tag = _text(document.get("tag"), "tag")
+        if tag is None:
+            raise ValueError("no tag")
+        return cls(tag=tag, memo=_text(document.get("memo"), "memo"),
+                   run_id=_text(document.get("run_id"), "run_id"))
 
 
 def _text(value, key: str) -> str | None:
@@ -58,25 +71,15 @@ def read_status(path: Path) -> tuple[Status, str | None]:
     if len(data) > MAX_STATUS_BYTES:
         return Status(), f"status file {path} is over {MAX_STATUS_BYTES} bytes; status is null"
     try:
-        document = json.loads(data.decode("utf-8", errors="replace"))
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-        tag = _text(document.get("tag"), "tag")
-        if tag is None:
-            raise ValueError("no tag")
-        status = Status(
-            tag=tag,
-            memo=_text(document.get("memo"), "memo"),
-            run_id=_text(document.get("run_id"), "run_id"),
-        )
+        status = Status.from_document(json.loads(data.decode("utf-8", errors="replace")))
     except (ValueError, RecursionError) as exc:
         return Status(), f"status file {path} is malformed ({exc}); status is null"
     return status, None
 
 
 def check_tag(tag: str) -> str:
-    if tag not in VALID_TAGS:
-        raise StatusError(f"unknown tag {tag!r}: use one of {', '.join(VALID_TAGS)}")
+    if tag not in TAGS:
+        raise StatusError(f"unknown tag {tag!r}: use one of {', '.join(TAGS)}")
     return tag
 
 
@@ -150,50 +153,3 @@ def write_status(path: Path, tag: str, memo: str | None = None, run_id: str | No
         finally:
             os.close(dir_fd)
     return document
-
-
-
-EXAMPLES = """\
-examples:
-  bin/set_status.sh idle "baseline"
-  bin/set_status.sh prod "inference (Open-WebUI/ollama)"
-  bin/set_status.sh bench "gpu-burn fan=25%" --run-id manual-20260104
-  bin/set_status.sh idle --clear-run-id
-
-The file is STATUS_FILE (default <repo>/status.json); it is replaced atomically.
-
-Exit status: 0 written; 2 usage or a refused tag, memo or run id; 70 internal error (a bug:
---debug shows the traceback); 74 the file cannot be written; 78 configuration error; 127
-neither .venv nor uv to run this with; 130 interrupted.
-"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(
-        prog="set_status.sh",
-        description="Set the status every sample carries: tag, memo, run id (status.json).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tag", metavar="TAG", help=f"one of {', '.join(VALID_TAGS)}")
-    parser.add_argument("memo", metavar="MEMO", nargs="?",
-                        help="free text, one line (default: the tag)")
-    run_ids = parser.add_mutually_exclusive_group()
-    run_ids.add_argument("--run-id", metavar="ID",
-                         help="set this run id (default: keep the file's current one)")
-    run_ids.add_argument("--clear-run-id", action="store_true", help="set the run id to null")
-    add_common_options(parser)
-    args = parser.parse_args(argv)
-
-    def body() -> int:
-        from gpu_telemetry.config import load_config
-
-        config = load_config(args.env)
-        document = write_status(config.status_file, args.tag, args.memo, run_id=args.run_id,
-                                keep_run_id=not args.clear_run_id)
-        print(json.dumps(document, ensure_ascii=False))
-        return 0
-
-    return run(body, debug=args.debug, program="set_status.sh")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,8 +20,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from gpu_telemetry.analysis.axes import note_not_reported, readable_limits  # noqa: E402
+from gpu_telemetry.analysis.plotting.labels import mpl_text as _mpl_text  # noqa: E402
 from gpu_telemetry.analysis.series import Series  # noqa: E402
 from gpu_telemetry.errors import OutputError  # noqa: E402
+from gpu_telemetry.tags import BENCH, IDLE, PROD  # noqa: E402
 
 WIDTH_IN, DPI = 14.0, 100
 PANEL_HEIGHT_IN = 3.2
@@ -34,7 +36,7 @@ TITLES = {
     "utilization": ("GPU utilisation", "%"),
     "memory_temperature": ("Memory temperature", "°C"),
 }
-STATUS_COLOURS = {"idle": "#d8e8f8", "prod": "#dcf0d8", "bench": "#fbe0c8"}
+STATUS_COLOURS = {IDLE: "#d8e8f8", PROD: "#dcf0d8", BENCH: "#fbe0c8"}
 OTHER_STATUS_COLOUR = "#eeeeee"
 THERMAL_COLOUR, POWER_COLOUR = "#d62728", "#9467bd"
 GAP_COLOUR = "#bbbbbb"
@@ -218,11 +220,6 @@ def _legend(ax, periods, shaded: set[str], gaps: bool, run: bool) -> tuple[str, 
     ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0, 1.01), fontsize=8,
               ncol=min(len(labels), 4), frameon=False)
     return tuple(labels)
-
-
-def _mpl_text(text: str) -> str:
-    """Matplotlib reads $...$ as mathtext: a title or tag is shown as typed."""
-    return text.replace("$", r"\$")
 
 
 def _draw_thresholds(ax, series: Series, colours: dict) -> list[int]:
