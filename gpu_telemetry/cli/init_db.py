@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gpu_telemetry import REPO_ROOT
 from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
+from gpu_telemetry.db.migrate import EXIT_SQL_ERROR
 from gpu_telemetry.errors import (
     EXIT_CONFIG,
     EXIT_NO_PERMISSION,
@@ -29,7 +30,6 @@ from gpu_telemetry.errors import (
 
 PROGRAM = "init_db.sh"
 ROLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
-EXIT_SQL_ERROR = 1
 
 # libpq's words when no server answers (PostgreSQL 12-17, lc_messages C), and the server's
 # while it starts, stops or is full: waiting or starting it helps, not the configuration.
