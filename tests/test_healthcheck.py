@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gpu_telemetry.ops.health import stale_after_sec
 from tests.conftest import Database
 from tests.helpers import FIXTURES, REPO_ROOT, base_env
 
@@ -294,3 +295,53 @@ def test_hung_nvidia_smi_is_cut_short(tmp_path, tools, db):
                          CHECK_TIMEOUT_SEC="0.5", NVSMI_STANDIN_HANG_SEC="30")
     assert result.returncode == 2, result.stdout + result.stderr
     assert any("nvidia-smi -L timed out" in line for line in verdict_lines(result, "FAIL"))
+
+
+@pytest.mark.parametrize(("interval", "stale_after"), [(5, 60), (0.5, 60), (20, 60), (30, 90),
+                                                       (120, 360)])
+def test_stale_after_three_intervals_and_never_under_a_minute(interval, stale_after):
+    assert stale_after_sec(interval) == stale_after
+
+
+def test_env_file_problems_are_exit_78_before_any_check(tmp_path, tools):
+    missing = tmp_path / "absent.env"
+    result = healthcheck(tmp_path, tools, "--no-sudo", "--env", str(missing))
+    assert result.returncode == 78 and result.stdout == ""
+    assert result.stderr == f"host_healthcheck.sh: env file not found: {missing}\n"
+    readable = tmp_path / "site.env"
+    readable.write_text("PGPASSWORD='x'\n")
+    readable.chmod(0o644)
+    result = healthcheck(tmp_path, tools, "--no-sudo", "--env", str(readable))
+    assert result.returncode == 78 and result.stdout == ""
+    assert f"fix: chmod 600 {readable}" in result.stderr and "'x'" not in result.stderr
+
+
+@pytest.fixture
+def writer(db):
+    """The collector's insert-only role, made by bin/init_db.sh."""
+    name = f"hc_writer_{os.getpid()}_{db.name.rsplit('_', 1)[-1]}"
+    result = subprocess.run(["bash", str(REPO_ROOT / "bin" / "init_db.sh"), "--writer-role",
+                             name], env={**os.environ, **db.env}, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    yield name
+    with db.connect() as conn:
+        conn.execute(f"DROP OWNED BY {name}")
+        conn.execute(f"DROP ROLE {name}")
+
+
+def test_as_the_writer_role_the_thermal_state_comes_from_nvidia_smi(tmp_path, tools, db,
+                                                                    writer):
+    """The writer may read the key columns only: the age and the events' kinds still come
+    from the database, the temperatures from one reading."""
+    store_thermal(db, 60, 92, False)
+    with db.connect() as conn:
+        conn.execute("INSERT INTO telemetry.collector_events (ts, host, kind, detail)"
+                     " VALUES (now(), %s, 'spool_flushed', 'secret detail')", (HOST,))
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env={**db.env, "PGUSER": writer},
+                         SYSTEMCTL_STATE="active")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any("last sample of" in line for line in verdict_lines(result, "OK"))
+    assert "thermal (nvidia-smi reading): GPU 0 (NVIDIA GeForce RTX 2080)" in result.stdout
+    assert "spool_flushed" in result.stdout
+    assert "secret detail" not in result.stdout and "not readable" not in result.stdout

@@ -284,6 +284,15 @@ def test_help_exits_zero(repo_copy: Path) -> None:
     assert "--writer-role" in result.stdout
 
 
+def test_help_needs_no_python(repo_copy: Path) -> None:
+    (repo_copy / ".venv").unlink()
+    bash_only = Path(shutil.which("bash")).parent
+    result = run_init(repo_copy, {"PATH": str(bash_only), "UV_SEARCH_PATH": ""}, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert "Usage: bin/init_db.sh" in result.stdout
+
+
 def test_unknown_flag_is_usage_error(repo_copy: Path) -> None:
     result = run_init(repo_copy, {}, "--frobnicate")
 
