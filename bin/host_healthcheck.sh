@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Host health check for a GPU telemetry host: the OS, the GPU and its driver, the kernel log,
-# the disks and sensors, and the collector's own health; ends with a verdict.
+# the disks and sensors, the units, and the collector's own health; ends with a verdict.
 #
 # Usage: bin/host_healthcheck.sh [--no-sudo] [--log FILE | --no-log] [--env PATH]
 #
@@ -12,16 +12,21 @@
 #
 # Example: bin/host_healthcheck.sh --no-sudo --log /tmp/health.log
 #
-# Configuration: process environment > .env > defaults (NVIDIA_SMI, SPOOL_DIR, LOG_DIR and the
-# PG* connection, as for the collector). Every command runs under `timeout` (CHECK_TIMEOUT_SEC,
-# default 10); a missing one is noted, never fatal. DMESG, PSQL, SYSTEMCTL, SUDO name those
-# executables.
+# Configuration: process environment > .env > defaults (NVIDIA_SMI, NVIDIA_SMI_TIMEOUT_SEC,
+# SAMPLE_INTERVAL_SEC, SPOOL_DIR, LOG_DIR and the PG* connection, as for the collector), read
+# by the project's Python (<repo>/.venv, else bin/uv.sh). Every command runs under `timeout`
+# (CHECK_TIMEOUT_SEC, default 10); a missing one is noted, never fatal. DMESG, SYSTEMCTL, SUDO
+# name those executables. The Collector section comes from gpu_telemetry/cli/health.py: spool
+# depth (pending samples; quarantined files in spool/bad), the age of this host's last stored
+# sample, the thermal state (the latest stored rows, else one nvidia-smi reading) and the last
+# collector events.
 #
 # Verdict, the last line: "verdict: FAIL" (exit 2) when nvidia-smi -L fails or lists no GPU,
-# or dmesg shows Xid 79 (GPU fallen off the bus) since boot; "verdict: WARN" (exit 1) when the
-# spool is not empty, the last stored sample of this host is older than 5 minutes or missing,
-# the database is unreachable, a unit is not active, a GPU is thermally throttled, or sensors
-# is missing; "verdict: OK" (exit 0) otherwise.
+# or dmesg shows Xid 79 (GPU fallen off the bus) since boot; "verdict: WARN" (exit 1) when
+# samples wait in the spool or are quarantined, the last stored sample of this host is missing
+# or stale (older than 3 x SAMPLE_INTERVAL_SEC and than 60 s), the database is unreachable, a
+# unit is not active, a GPU is in thermal slowdown or within 5 °C of its slowdown threshold,
+# the collector section could not run, or sensors is missing; "verdict: OK" (exit 0) otherwise.
 #
 # Exit status: 0 verdict OK; 1 verdict WARN, or the log file cannot be written (use --no-log);
 # 2 verdict FAIL, or usage (before any check); 78 the --env file is unreadable, or an env file
@@ -33,13 +38,12 @@ REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 readonly PROG REPO_ROOT
 # shellcheck source=lib/common.sh
 source "$REPO_ROOT/bin/lib/common.sh"
-readonly MAX_SAMPLE_AGE_SEC=300
+# Its exit status is not this script's: its OK/WARN lines join the verdict.
+readonly COLLECTOR_HEALTH=gpu_telemetry.cli.health
 FAILS=()
 WARNS=()
 OKS=()
-
-
-
+GPU_LISTED=0
 
 section() { printf '\n===== %s =====\n' "$*"; }
 
@@ -107,16 +111,12 @@ check_gpu() {
     FAILS+=("nvidia-smi -L lists no GPU")
   else
     OKS+=("nvidia-smi sees $count GPU(s)")
+    GPU_LISTED=1
   fi
   run "$NVIDIA_SMI" --format=csv \
     --query-gpu=name,uuid,pci.bus_id,temperature.gpu,power.draw,power.limit,clocks.sm,pstate,fan.speed \
     || echo "(query not available)"
   run "$NVIDIA_SMI" topo -m || echo "(topology not available)"
-  # hw/sw thermal slowdown: the element is clocks_throttle_reason_* before v12, clocks_event_* after.
-  if ((status == 0)) && limited "$NVIDIA_SMI" -q -x 2>/dev/null \
-    | grep -Eq '<clocks_(event|throttle)_reason_(hw|sw)_thermal_slowdown>Active<'; then
-    WARNS+=("thermal slowdown active (nvidia-smi -q -x, clocks event reasons)")
-  fi
 }
 
 check_driver() {
@@ -159,38 +159,31 @@ check_hardware() {
   for device in /dev/sd[a-z] /dev/nvme[0-9]n1; do
     [[ ! -e $device ]] || run_sudo smartctl -H "$device"
   done
-  section "ollama"
-  run ollama --version && run ollama ps
 }
 
 check_collector() {
-  local unit state waiting bad age host=${HOSTNAME%%.*}
+  local unit state output line status=0
+  local -a args=("--reading-timeout=$CHECK_TIMEOUT_SEC")
   section "Collector"
   for unit in gpu-telemetry.service gpu-telemetry-flush.timer; do
     state=$(limited "$SYSTEMCTL" --user is-active "$unit" 2>/dev/null)
     echo "$unit: ${state:-unknown (no systemctl --user)}"
     [[ $state == active ]] || WARNS+=("$unit is ${state:-unknown}, not active")
   done
-  waiting=$(find "$SPOOL_DIR" -maxdepth 1 -type f -name '*.json' 2>/dev/null | wc -l)
-  bad=$(find "$SPOOL_DIR/bad" -maxdepth 1 -type f -name '*.json' 2>/dev/null | wc -l)
-  echo "spool depth: $waiting waiting, $bad quarantined in bad/ ($SPOOL_DIR)"
-  ((waiting == 0)) || WARNS+=("spool depth $waiting: samples waiting in $SPOOL_DIR")
-  ((bad == 0)) || WARNS+=("spool depth $bad quarantined in $SPOOL_DIR/bad (see the .reason files)")
-  command -v "$PSQL" >/dev/null 2>&1 || { WARNS+=("psql not found: last sample age unknown"); return; }
-  if ! age=$(limited "$PSQL" -X -At -v ON_ERROR_STOP=1 -v host="$host" 2>&1 <<'SQL'
-SELECT coalesce(round(extract(epoch FROM now() - max(ts)))::bigint::text, 'none')
-FROM telemetry.gpu_telemetry WHERE host = :'host';
-SQL
-  ); then
-    age=$(tr -s '\n\t' '  ' <<<"$age")
-    WARNS+=("database unreachable: ${age% }")
-  elif [[ $age == none ]]; then
-    WARNS+=("no sample stored for host $host")
-  elif ((age > MAX_SAMPLE_AGE_SEC)); then
-    WARNS+=("last sample of $host stored $age s ago (more than $MAX_SAMPLE_AGE_SEC s)")
-  else
-    echo "last sample of $host: $age s ago"
-    OKS+=("last sample of $host stored $age s ago")
+  [[ -z $ENV_FILE ]] || args+=("--env=$ENV_FILE")
+  # A GPU that nvidia-smi -L cannot list gives no reading either; do not wait for it twice.
+  ((GPU_LISTED)) || args+=(--no-reading)
+  output=$(project_python -m "$COLLECTOR_HEALTH" "${args[@]}" 2>&1) || status=$?
+  while IFS= read -r line; do
+    case $line in
+      "OK: "*) OKS+=("${line#OK: }") ;;
+      "WARN: "*) WARNS+=("${line#WARN: }") ;;
+      "FAIL: "*) FAILS+=("${line#FAIL: }") ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done <<<"$output"
+  if ((status > 1)); then
+    WARNS+=("collector section not checked (exit $status): $(tail -n 1 <<<"$output")")
   fi
 }
 
@@ -243,11 +236,11 @@ main() {
     die 2 "--log $log_file and --no-log contradict each other (see --help)"
   fi
   load_configuration "$env_file"
+  ENV_FILE=$env_file
   NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
   [[ $NVIDIA_SMI != */* ]] || NVIDIA_SMI=$(from_repo "$NVIDIA_SMI")
-  SPOOL_DIR=$(from_repo "${SPOOL_DIR:-spool}")
   CHECK_TIMEOUT_SEC=${CHECK_TIMEOUT_SEC:-10}
-  DMESG=${DMESG:-dmesg} PSQL=${PSQL:-psql} SYSTEMCTL=${SYSTEMCTL:-systemctl} SUDO=${SUDO:-sudo}
+  DMESG=${DMESG:-dmesg} SYSTEMCTL=${SYSTEMCTL:-systemctl} SUDO=${SUDO:-sudo}
   export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-5}
 
   if ((no_log)); then

@@ -17,6 +17,9 @@
 # SYSTEMCTL names the systemctl executable (default: systemctl). Units keep running after
 # logout only with lingering: loginctl enable-linger "$USER".
 #
+# Interrupted (Ctrl-C, SIGTERM, SIGHUP), it removes the temp file it was writing and ends by
+# that signal (status 128 + its number).
+#
 # Exit status: 0 done; 1 a unit could not be written or systemctl failed; 2 usage.
 set -euo pipefail
 
@@ -27,7 +30,21 @@ readonly PROG REPO_ROOT
 source "$REPO_ROOT/bin/lib/common.sh"
 readonly PLACEHOLDER='%h/projects/gpu-telemetry'
 readonly UNITS=(gpu-telemetry.service gpu-telemetry-flush.service gpu-telemetry-flush.timer)
+# Temp files not yet renamed into place: removed on any exit, Ctrl-C and kill included, so
+# the unit folder never keeps a half-written .<unit>.XXXXXX.
+TEMP_FILES=()
 
+cleanup() {
+  ((${#TEMP_FILES[@]} == 0)) || rm -f -- "${TEMP_FILES[@]}"
+}
+
+# Clean up, then die of the same signal, so the caller sees how the script ended (130, 143).
+on_signal() {
+  local signal=$1
+  cleanup
+  trap - "$signal" EXIT
+  kill -s "$signal" "$$"
+}
 
 # systemd would split a path at whitespace and expand % and $ in it; refuse rather than guess.
 check_root_path() {
@@ -54,6 +71,7 @@ render() {
 install_unit() {
   local unit=$1 dir=$2 tmp
   tmp=$(mktemp "$dir/.$unit.XXXXXX") || die 1 "cannot write in $dir"
+  TEMP_FILES+=("$tmp")
   if ! render "$unit" >"$tmp" || ! chmod 644 "$tmp" || ! mv -f "$tmp" "$dir/$unit"; then
     rm -f "$tmp"
     die 1 "cannot write $dir/$unit"
@@ -66,7 +84,12 @@ user_manager_reachable() {
 }
 
 main() {
-  local reload=1 enable=0 print=0 unit
+  local reload=1 enable=0 print=0 unit signal
+  trap cleanup EXIT
+  for signal in INT TERM HUP; do
+    # shellcheck disable=SC2064 # the signal's name is fixed now, on purpose
+    trap "on_signal $signal" "$signal"
+  done
   while (($#)); do
     case $1 in
       -h | --help)

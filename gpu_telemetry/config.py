@@ -1,4 +1,4 @@
-"""Configuration: process environment > .env > defaults (DESIGN.md, Configuration).
+"""Configuration: process environment > .env > defaults (docs/architecture.md, Configuration).
 
 The PostgreSQL connection is left to libpq's own PG* variables: values from .env are exported
 into the process environment (never overriding it), and psycopg reads them itself, so no
@@ -49,10 +49,12 @@ class Config:
     env_file: Path | None
 
 
-def load_env_file(env_path: str | Path | None = None) -> Path | None:
-    """Export the keys of the .env file that the process environment does not already set.
+def read_env_file(env_path: str | Path | None = None) -> tuple[Path | None, dict[str, str]]:
+    """The file read (None when there is none) and its KEY=value pairs, as python-dotenv reads
+    them: the one reading of .env that the Python commands and the shell scripts share.
 
-    An explicit path must exist; the default <repo>/.env is optional.
+    An explicit path must exist; the default <repo>/.env is optional. A file holding
+    PGPASSWORD that others may read is refused.
     """
     if env_path is not None:
         path = Path(env_path).expanduser()
@@ -61,7 +63,7 @@ def load_env_file(env_path: str | Path | None = None) -> Path | None:
     else:
         path = REPO_ROOT / ".env"
         if not path.is_file():
-            return None
+            return None, {}
     try:
         values = dotenv_values(path)
         mode = path.stat().st_mode
@@ -70,9 +72,20 @@ def load_env_file(env_path: str | Path | None = None) -> Path | None:
     if values.get("PGPASSWORD") and mode & 0o044:
         raise ConfigError(f"refusing {path}: it holds PGPASSWORD and others can read it "
                           f"(mode {stat.S_IMODE(mode):o}); fix: chmod 600 {path}")
-    for key, value in values.items():
-        if value is not None and key not in os.environ:
-            os.environ[key] = value
+    return path, {key: value for key, value in values.items() if value is not None}
+
+
+def env_file_additions(env_path: str | Path | None = None) -> tuple[Path | None, dict[str, str]]:
+    """The keys of the env file that the process environment does not set (the environment
+    wins), with their values."""
+    path, values = read_env_file(env_path)
+    return path, {key: value for key, value in values.items() if key not in os.environ}
+
+
+def load_env_file(env_path: str | Path | None = None) -> Path | None:
+    """Export the keys of the .env file that the process environment does not already set."""
+    path, additions = env_file_additions(env_path)
+    os.environ.update(additions)
     return path
 
 

@@ -689,10 +689,23 @@ def appended_lines(script: str, array: str) -> list[str]:
     return found
 
 
+def python_findings(source: str, level: str) -> list[str]:
+    """The f-strings of report.<level>(...) calls, adjacent literals joined; each {...} becomes
+    a ${...} so that literal_parts splits at it as at a shell expansion."""
+    found = []
+    for match in re.finditer(rf"report\.{level}\(((?:\s*f?\"(?:[^\"\\]|\\.)*\")+)\)", source):
+        literals = re.findall(r"f?\"((?:[^\"\\]|\\.)*)\"", match.group(1))
+        found.append(re.sub(r"\{[^}]*\}", "${x}", "".join(literals)))
+    return found
+
+
 def test_every_health_check_line_is_explained():
     script = (REPO_ROOT / "bin" / "host_healthcheck.sh").read_text()
+    # The Collector section's findings come from the Python side.
+    health = (PACKAGE / "ops" / "health.py").read_text()
     text = section(TROUBLESHOOTING.read_text(), "Health-check lines")
-    fails, warns = appended_lines(script, "FAILS"), appended_lines(script, "WARNS")
+    fails = appended_lines(script, "FAILS") + python_findings(health, "fail")
+    warns = appended_lines(script, "WARNS") + python_findings(health, "warn")
     assert len(fails) >= 4 and len(warns) >= 8
     problems = []
     for prefix, lines in (("FAIL: ", fails), ("WARN: ", warns)):

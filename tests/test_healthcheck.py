@@ -4,6 +4,7 @@ the age of the last stored sample, on a real PostgreSQL with stand-ins for the h
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gpu_telemetry.ops.health import stale_after_sec
 from tests.conftest import Database
 from tests.helpers import FIXTURES, REPO_ROOT, base_env
 
@@ -77,9 +79,9 @@ def test_healthy_host_is_ok(tmp_path, tools, db):
     assert not verdict_lines(result, "WARN") and not verdict_lines(result, "FAIL")
     assert any("sees 2 GPU(s)" in line for line in verdict_lines(result, "OK"))
     assert any("last sample" in line for line in verdict_lines(result, "OK"))
-    for section in ("Host", "NVIDIA GPU", "Driver", "Kernel log", "Sensors", "ollama",
-                    "Collector"):
+    for section in ("Host", "NVIDIA GPU", "Driver", "Kernel log", "Sensors", "Collector"):
         assert f"===== {section}" in result.stdout
+    assert "ollama" not in result.stdout  # no site-specific sections
 
 
 def test_units_not_running_is_a_warning(tmp_path, tools, db):
@@ -119,7 +121,10 @@ def test_xid_79_in_the_kernel_log_fails(tmp_path, tools, db):
 def test_spooled_samples_are_a_warning(tmp_path, tools, db):
     store_sample(db)
     (tmp_path / "spool" / "bad").mkdir(parents=True)
-    for name in ("a.json", "b.json", "bad/c.json"):
+    # Only pending samples count: not the drop ledger, a temp file being written, a lock, or
+    # the .reason notes beside the quarantined files.
+    for name in ("a.json", "b.json", ".dropped.json", ".tmp-x.json", ".flush.lock",
+                 "bad/c.json", "bad/c.json.reason"):
         (tmp_path / "spool" / name).write_text("{}")
     result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -136,7 +141,37 @@ def test_stale_or_missing_sample_is_a_warning(tmp_path, tools, db):
     store_sample(db, "10 minutes")
     result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
     assert result.returncode == 1
-    assert any("more than 300 s" in line for line in verdict_lines(result, "WARN"))
+    # The default interval of 5 s: stale after max(3 x 5 s, 60 s).
+    assert any(re.search(r"stored 6\d\d s ago \(more than 60 s\)$", line)
+               for line in verdict_lines(result, "WARN")), result.stdout
+
+
+def test_staleness_follows_the_sample_interval(tmp_path, tools, db):
+    store_sample(db, "5 minutes")
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active",
+                         SAMPLE_INTERVAL_SEC="120")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stale after 360 s: 3 x SAMPLE_INTERVAL_SEC 120" in result.stdout
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active",
+                         SAMPLE_INTERVAL_SEC="60")
+    assert result.returncode == 1
+    assert any("more than 180 s" in line for line in verdict_lines(result, "WARN"))
+
+
+def test_collector_section_shows_the_last_events(tmp_path, tools, db):
+    store_sample(db)
+    with db.connect() as conn:
+        conn.execute("INSERT INTO telemetry.collector_events (ts, host, kind, detail) VALUES"
+                     " (now() - interval '1 minute', %s, 'source_failed', 'GPU is lost'),"
+                     " (now(), %s, 'source_recovered', NULL)", (HOST, HOST))
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert result.returncode == 0, result.stdout + result.stderr
+    collector = result.stdout.split("===== Collector")[1].split("===== Verdict")[0]
+    assert f"last 2 collector events of {HOST}:" in collector
+    lines = collector.splitlines()
+    recovered = next(i for i, line in enumerate(lines) if "source_recovered" in line)
+    failed = next(i for i, line in enumerate(lines) if "source_failed: GPU is lost" in line)
+    assert recovered < failed  # newest first
 
 
 def test_dead_database_is_a_warning(tmp_path, tools):
@@ -156,7 +191,34 @@ def test_thermal_slowdown_is_a_warning(tmp_path, tools, db):
     result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active",
                          NVSMI_STANDIN_FIXTURE=str(tmp_path / "hot.xml"))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert any("thermal slowdown" in line for line in verdict_lines(result, "WARN"))
+    assert any("thermal slowdown active on GPU 0" in line and "sw thermal slowdown" in line
+               and "nvidia-smi reading" in line for line in verdict_lines(result, "WARN"))
+
+
+def store_thermal(db: Database, temp_c: int, slowdown_c: int, hw_thermal: bool) -> None:
+    with db.connect() as conn:
+        conn.execute("INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid, gpu_index,"
+                     " gpu_name, temp_c, temp_slowdown_c, throttle_hw_thermal)"
+                     " VALUES (now(), %s, 'GPU-test', 0, 'Tesla P40', %s, %s, %s)",
+                     (HOST, temp_c, slowdown_c, hw_thermal))
+
+
+@pytest.mark.parametrize(("temp_c", "hw_thermal", "says"), [
+    (60, False, None),
+    (89, False, "GPU 0 (Tesla P40) at 89 °C, within 5 °C of its slowdown threshold 92 °C"),
+    (93, True, "thermal slowdown active on GPU 0 (Tesla P40): hw thermal slowdown"),
+], ids=["cool", "near-threshold", "throttling"])
+def test_thermal_state_comes_from_the_latest_stored_row(tmp_path, tools, db, temp_c,
+                                                        hw_thermal, says):
+    store_thermal(db, temp_c, 92, hw_thermal)
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert f"thermal (database, latest rows): GPU 0 (Tesla P40): {temp_c} °C" in result.stdout
+    warnings = verdict_lines(result, "WARN")
+    if says is None:
+        assert result.returncode == 0 and not warnings, result.stdout
+    else:
+        assert result.returncode == 1, result.stdout
+        assert any(says in line for line in warnings), warnings
 
 
 def test_no_sudo_never_runs_sudo(tmp_path, tools):
@@ -233,3 +295,53 @@ def test_hung_nvidia_smi_is_cut_short(tmp_path, tools, db):
                          CHECK_TIMEOUT_SEC="0.5", NVSMI_STANDIN_HANG_SEC="30")
     assert result.returncode == 2, result.stdout + result.stderr
     assert any("nvidia-smi -L timed out" in line for line in verdict_lines(result, "FAIL"))
+
+
+@pytest.mark.parametrize(("interval", "stale_after"), [(5, 60), (0.5, 60), (20, 60), (30, 90),
+                                                       (120, 360)])
+def test_stale_after_three_intervals_and_never_under_a_minute(interval, stale_after):
+    assert stale_after_sec(interval) == stale_after
+
+
+def test_env_file_problems_are_exit_78_before_any_check(tmp_path, tools):
+    missing = tmp_path / "absent.env"
+    result = healthcheck(tmp_path, tools, "--no-sudo", "--env", str(missing))
+    assert result.returncode == 78 and result.stdout == ""
+    assert result.stderr == f"host_healthcheck.sh: env file not found: {missing}\n"
+    readable = tmp_path / "site.env"
+    readable.write_text("PGPASSWORD='x'\n")
+    readable.chmod(0o644)
+    result = healthcheck(tmp_path, tools, "--no-sudo", "--env", str(readable))
+    assert result.returncode == 78 and result.stdout == ""
+    assert f"fix: chmod 600 {readable}" in result.stderr and "'x'" not in result.stderr
+
+
+@pytest.fixture
+def writer(db):
+    """The collector's insert-only role, made by bin/init_db.sh."""
+    name = f"hc_writer_{os.getpid()}_{db.name.rsplit('_', 1)[-1]}"
+    result = subprocess.run(["bash", str(REPO_ROOT / "bin" / "init_db.sh"), "--writer-role",
+                             name], env={**os.environ, **db.env}, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    yield name
+    with db.connect() as conn:
+        conn.execute(f"DROP OWNED BY {name}")
+        conn.execute(f"DROP ROLE {name}")
+
+
+def test_as_the_writer_role_the_thermal_state_comes_from_nvidia_smi(tmp_path, tools, db,
+                                                                    writer):
+    """The writer may read the key columns only: the age and the events' kinds still come
+    from the database, the temperatures from one reading."""
+    store_thermal(db, 60, 92, False)
+    with db.connect() as conn:
+        conn.execute("INSERT INTO telemetry.collector_events (ts, host, kind, detail)"
+                     " VALUES (now(), %s, 'spool_flushed', 'secret detail')", (HOST,))
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env={**db.env, "PGUSER": writer},
+                         SYSTEMCTL_STATE="active")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any("last sample of" in line for line in verdict_lines(result, "OK"))
+    assert "thermal (nvidia-smi reading): GPU 0 (NVIDIA GeForce RTX 2080)" in result.stdout
+    assert "spool_flushed" in result.stdout
+    assert "secret detail" not in result.stdout and "not readable" not in result.stdout

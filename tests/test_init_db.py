@@ -1,13 +1,17 @@
-"""bin/init_db.sh against a real PostgreSQL: migrations, configuration precedence, roles."""
+"""bin/init_db.sh against a real PostgreSQL: migrations, configuration precedence, roles, and
+the one line with a hint for each way of failing."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
 import os
-import shlex
+import re
 import shutil
-import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,24 +19,32 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from gpu_telemetry.cli import init_db
 from gpu_telemetry.collector.parser import GPU_COLUMNS
+from gpu_telemetry.db.errors import translate
 from tests.conftest import REPO_ROOT, Database
 from tests.pgserver import PgServer, free_port
 
 SAMPLE_COLUMNS = {"ts", "host", "status_tag", "status_memo", "run_id", "raw_json"}
 _numbers = itertools.count(1)
 
+VENV = Path(sys.prefix)
 MIGRATIONS = sorted(path.name for path in (REPO_ROOT / "sql").glob("*.sql"))
 
 
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
-    """The script and sql/ in a clone of their own: no stray .env, and run from elsewhere."""
+    """The script, its package and sql/ in a clone of their own: no stray .env, and run from
+    elsewhere. The clone runs with this checkout's virtual environment."""
     root = tmp_path / "clone"
     (root / "bin").mkdir(parents=True)
-    shutil.copy2(REPO_ROOT / "bin" / "init_db.sh", root / "bin" / "init_db.sh")
+    for script in ("init_db.sh", "uv.sh"):
+        shutil.copy2(REPO_ROOT / "bin" / script, root / "bin" / script)
     shutil.copytree(REPO_ROOT / "bin" / "lib", root / "bin" / "lib")
     shutil.copytree(REPO_ROOT / "sql", root / "sql")
+    shutil.copytree(REPO_ROOT / "gpu_telemetry", root / "gpu_telemetry",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / ".venv").symlink_to(VENV, target_is_directory=True)
     return root
 
 
@@ -69,7 +81,7 @@ def _connect(env: dict[str, str], **overrides: str) -> psycopg.Connection:
 
 def _clean_environ() -> dict[str, str]:
     """os.environ without anything that could point the script at another database."""
-    drop = ("PG", "WRITER_PGPASSWORD", "READER_PGPASSWORD", "PSQL")
+    drop = ("PG", "WRITER_PGPASSWORD", "READER_PGPASSWORD", "UV_")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
@@ -191,32 +203,33 @@ def test_every_column_has_a_comment(db: Database) -> None:
     assert missing == []
 
 
-def _psql_recorder(tmp_path: Path) -> tuple[Path, Path]:
-    """A PSQL stand-in that logs its argument list, then runs the real psql."""
-    log = tmp_path / "psql-argv.log"
-    recorder = tmp_path / "psql-recorder"
-    recorder.write_text(
-        "#!/usr/bin/env bash\n"
-        f"printf '%s\\n' \"$*\" >>'{log}'\n"
-        f"exec '{shutil.which('psql')}' \"$@\"\n"
-    )
-    recorder.chmod(recorder.stat().st_mode | stat.S_IXUSR)
-    return recorder, log
+def verifies(verifier: str, password: str) -> bool:
+    """Whether a stored SCRAM-SHA-256 verifier is the one of this password (RFC 5802)."""
+    match = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", verifier)
+    assert match, verifier
+    iterations, salt, stored_key, server_key = match.groups()
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt),
+                                 int(iterations))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    return (base64.b64decode(stored_key) == hashlib.sha256(client_key).digest()
+            and base64.b64decode(server_key) == hmac.new(salted, b"Server Key",
+                                                         "sha256").digest())
 
 
 def test_writer_role_inserts_but_never_updates_or_deletes(repo_copy: Path, db: Database,
                                                           role_name: str,
                                                           tmp_path: Path) -> None:
-    recorder, log = _psql_recorder(tmp_path)
-    secret = "s3cr'et-writer"
-    result = run_init(repo_copy, {**db.env, "PSQL": str(recorder),
-                                  "WRITER_PGPASSWORD": secret}, "--writer-role", role_name)
+    secret = "s3cr'et-writer $HOME \\"
+    result = run_init(repo_copy, {**db.env, "WRITER_PGPASSWORD": secret},
+                      "--writer-role", role_name)
 
     assert result.returncode == 0, result.stderr
-    assert secret not in log.read_text()
+    assert secret not in result.stdout + result.stderr
     with db.connect() as admin:
-        assert admin.execute("SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = %s",
-                             (role_name,)).fetchone() == (True,)
+        (stored,) = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                                  (role_name,)).fetchone()
+    # Computed here: the server was sent the verifier, never the password.
+    assert verifies(stored, secret) and not verifies(stored, "other")
     with _connect(db.env, user=role_name) as conn:
         insert = ("INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid, temp_c)"
                   " VALUES ('2026-01-04T00:00:00Z', 'h', 'GPU-1', 40) ON CONFLICT DO NOTHING")
@@ -271,6 +284,15 @@ def test_help_exits_zero(repo_copy: Path) -> None:
     assert "--writer-role" in result.stdout
 
 
+def test_help_needs_no_python(repo_copy: Path) -> None:
+    (repo_copy / ".venv").unlink()
+    bash_only = Path(shutil.which("bash")).parent
+    result = run_init(repo_copy, {"PATH": str(bash_only), "UV_SEARCH_PATH": ""}, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert "Usage: bin/init_db.sh" in result.stdout
+
+
 def test_unknown_flag_is_usage_error(repo_copy: Path) -> None:
     result = run_init(repo_copy, {}, "--frobnicate")
 
@@ -296,11 +318,14 @@ def test_server_down_then_back(repo_copy: Path, db: Database, pg_server: PgServe
     assert run_init(repo_copy, db.env).returncode == 0
 
 
-def test_missing_psql_is_exit_127_with_hint(repo_copy: Path, db: Database) -> None:
-    result = run_init(repo_copy, {**db.env, "PSQL": "/nonexistent/psql"})
+def test_no_python_to_run_it_is_exit_127_with_hint(repo_copy: Path, db: Database) -> None:
+    (repo_copy / ".venv").unlink()
+    bash_only = Path(shutil.which("bash")).parent
+    result = run_init(repo_copy, {**db.env, "PATH": str(bash_only), "UV_SEARCH_PATH": ""})
 
     assert result.returncode == 127
-    assert "postgresql-client" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "install uv" in result.stderr and "uv sync" in result.stderr
 
 
 def test_failing_migration_is_rolled_back(repo_copy: Path, db: Database) -> None:
@@ -454,45 +479,45 @@ def test_owner_without_createrole_is_told_what_roles_need(repo_copy: Path,
     assert "; hint: creating roles needs CREATEROLE" in lines[0]
 
 
-def _fake_psql(tmp_path: Path, message: str) -> Path:
-    """A PSQL that fails the way psql does when it cannot connect: the message, exit 2."""
-    fake = tmp_path / "fake-psql"
-    fake.write_text("#!/usr/bin/env bash\n"
-                    f"printf '%s\\n' {shlex.quote(message)} >&2\n"
-                    "exit 2\n")
-    fake.chmod(0o755)
-    return fake
-
-
 @pytest.mark.parametrize(("message", "status", "hint"), [
-    ('psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: '
+    ('connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: '
      "No such file or directory\n\tIs the server running locally and accepting connections on "
      "that socket?", 75, "the local socket (PGHOST unset), port 5432: is PostgreSQL running"),
-    ('psql: error: connection to server at "db.lan" (192.0.2.1), port 5432 failed: timeout '
-     "expired", 75, "host db.lan, port 5432"),
-    ('psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: '
+    ('connection to server at "db.lan" (192.0.2.1), port 5432 failed: timeout expired', 75,
+     "host db.lan, port 5432"),
+    ('connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: '
      'FATAL:  Peer authentication failed for user "gpu_writer"', 77,
      "leave PGUSER unset"),
-    ('psql: error: connection to server at "127.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf '
-     'entry for host "127.0.0.1", user "gpu_writer", database "gpu_telemetry", no encryption',
-     77, "pg_hba.conf"),
-    ('psql: error: connection to server at "127.0.0.1", port 5432 failed: FATAL:  role '
-     '"gpu_writer" is not permitted to log in', 77, "LOGIN"),
-    ('psql: error: connection to server at "db.lan" (192.0.2.1), port 5432 failed: root '
-     'certificate file "/root/.postgresql/root.crt" does not exist', 78, "PGSSLROOTCERT"),
-    ("psql: error: something nobody foresaw", 75, "PGHOST, PGPORT, PGDATABASE, PGUSER"),
-], ids=["no-socket", "timeout", "peer", "pg_hba", "nologin", "certificate", "unknown"])
-def test_every_connection_failure_gets_a_status_and_a_hint(repo_copy: Path, tmp_path: Path,
-                                                           message: str, status: int,
-                                                           hint: str) -> None:
-    env = {"PSQL": str(_fake_psql(tmp_path, message)), "PGUSER": "gpu_writer"}
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf entry for '
+     'host "127.0.0.1", user "gpu_writer", database "gpu_telemetry", no encryption', 77,
+     "pg_hba.conf"),
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "gpu_writer" is not '
+     "permitted to log in", 77, "LOGIN"),
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  permission denied for '
+     'database "gpu_telemetry"\nDETAIL:  User does not have CONNECT privilege.', 77,
+     "GRANT CONNECT ON DATABASE"),
+    ('connection to server at "db.lan" (192.0.2.1), port 5432 failed: root certificate file '
+     '"/root/.postgresql/root.crt" does not exist', 78, "PGSSLROOTCERT"),
+    ("something nobody foresaw", 75, "PGHOST, PGPORT, PGDATABASE, PGUSER"),
+], ids=["no-socket", "timeout", "peer", "pg_hba", "nologin", "connect-privilege",
+        "certificate", "unknown"])
+def test_every_connection_failure_gets_a_status_and_a_hint(monkeypatch, message: str,
+                                                           status: int, hint: str) -> None:
+    """libpq's words at connect time (psycopg raises them as OperationalError, no SQLSTATE),
+    through the same translation as a real failed connection."""
+    for key in ("PGHOST", "PGPORT", "PGDATABASE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PGUSER", "gpu_writer")
     if "db.lan" in message:
-        env["PGHOST"] = "db.lan"
+        monkeypatch.setenv("PGHOST", "db.lan")
+    error = translate(psycopg.OperationalError(message))
+    error.__cause__ = psycopg.OperationalError(message)
 
-    result = run_init(repo_copy, env)
+    failed = init_db.step_failed("connect", "cannot connect to the database", error,
+                                 init_db.Context.from_environment(None))
 
-    assert result.returncode == status, result.stderr
-    assert result.stderr.startswith("init_db.sh: cannot connect to the database: connection"
-                                    if "connection" in message else
-                                    "init_db.sh: cannot connect to the database: something")
-    assert_one_line_with_hint(result, hint)
+    assert failed.exit_code == status, str(failed)
+    line = str(failed)
+    assert "\n" not in line
+    assert line.startswith("cannot connect to the database: " + message.split("\n")[0][:20])
+    assert hint in line.split("; hint: ", 1)[1], line

@@ -53,7 +53,7 @@ class FakeClock:
         self.now += seconds
 
 
-def gpus_of(fixture: str = "dual_2080-v13.xml", *, keep: int | None = None) -> list[dict]:
+def gpus_of(fixture: str = "dual-2080-v13.xml", *, keep: int | None = None) -> list[dict]:
     reading = parse_document((FIXTURES / fixture).read_bytes())
     return [{**row, "raw_json": None} for row in reading.gpus[:keep]]
 

@@ -88,8 +88,14 @@ def setup_shims(bin_dir: Path, server: PgServer) -> None:
     """`uv run X` runs X with the project's interpreter; `sudo -u postgres CMD` runs CMD as the
     test server's superuser, which is what the postgres system user is to a packaged server."""
     bin_dir.mkdir()
-    write_shim(bin_dir / "uv", '[ "$1" = run ] || { echo "uv shim: only uv run" >&2; exit 2; }\n'
-                               f"shift\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    write_shim(bin_dir / "uv", '[ "$1" != --version ] || { echo "uv shim"; exit 0; }\n'
+                               '[ "$1" = run ] || { echo "uv shim: only uv run" >&2; exit 2; }\n'
+                               "shift\n"
+                               # uv's own options, and `python` naming the interpreter
+                               'while :; do case $1 in --quiet | --frozen) shift ;;\n'
+                               "  --project) shift 2 ;; *) break ;; esac; done\n"
+                               '[ "$1" != python ] || shift\n'
+                               f"exec {shlex.quote(sys.executable)} \"$@\"\n")
     superuser = {"PGUSER": server.user, "PGDATABASE": "postgres"}
     if server.password:
         superuser["PGPASSWORD"] = server.password

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -150,6 +151,21 @@ def test_install_refuses_a_path_units_cannot_hold(tmp_path, user_env):
                             env=user_env, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 1 and "move the clone" in result.stderr
     assert not (tmp_path / "config").exists()
+
+
+@pytest.mark.parametrize("signal_name", ["INT", "TERM", "HUP"])
+def test_an_interrupted_install_leaves_no_temp_file(tmp_path, user_env, signal_name):
+    """Ctrl-C or a kill while a unit is being written: the script removes its .<unit>.XXXXXX
+    file and ends by that signal (a shell reports 128 + its number)."""
+    tools = tmp_path / "tools"
+    # chmod runs while the temp file exists, between mktemp and the rename into place.
+    executable(tools / "chmod", f'kill -{signal_name} "$PPID"; sleep 0.2')
+    user_env["PATH"] = f"{tools}{os.pathsep}{user_env['PATH']}"
+    result = install("--no-reload", env=user_env, cwd=tmp_path)
+    assert result.returncode == -getattr(signal, f"SIG{signal_name}"), result.stderr
+    unit_dir = tmp_path / "config" / "systemd" / "user"
+    assert unit_dir.is_dir()
+    assert sorted(path.name for path in unit_dir.iterdir()) == []
 
 
 def run_uv_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # What the shell entry points share: usage from the header comment, one-line errors, reading
-# .env the way the Python side does. Sourced by bin/*.sh after they set PROG and REPO_ROOT.
+# .env through the Python side, so both read it one way. Sourced by bin/*.sh after they set
+# PROG and REPO_ROOT.
 
 # The calling script's header comment (from line 2 to `set -euo pipefail`), without the '#'.
 usage() {
@@ -14,56 +15,42 @@ die() {
   exit "$status"
 }
 
-# Export the KEY=VALUE lines of an env file whose keys the process environment does not set
-# (precedence: environment > .env > defaults). The file is parsed, never sourced: it is
-# configuration, not code. A file holding PGPASSWORD that others may read is refused (78).
-load_env_file() {
-  local file=$1 line key value lineno=0 mode
-  [[ -r $file ]] || die 78 "cannot read env file $file"
-  mode=$(stat -L -c %a -- "$file")
-  while IFS= read -r line || [[ -n $line ]]; do
-    lineno=$((lineno + 1))
-    line=${line%$'\r'}
-    line=${line#"${line%%[![:space:]]*}"}
-    [[ -z $line || $line == \#* ]] && continue
-    if [[ $line =~ ^export[[:space:]]+(.*)$ ]]; then
-      line=${BASH_REMATCH[1]}
-    fi
-    if [[ ! $line =~ ^([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]]; then
-      echo "$PROG: $file:$lineno: not KEY=VALUE, ignored" >&2
-      continue
-    fi
-    key=${BASH_REMATCH[1]}
-    value=${BASH_REMATCH[2]}
-    if [[ $value =~ ^\"(.*)\"[[:space:]]*(#.*)?$ ]]; then
-      value=${BASH_REMATCH[1]}
-    elif [[ $value =~ ^\'(.*)\'[[:space:]]*(#.*)?$ ]]; then
-      value=${BASH_REMATCH[1]}
-    else
-      value=${value%%[[:space:]]#*}
-      value=${value%"${value##*[![:space:]]}"}
-    fi
-    if [[ $key == PGPASSWORD && -n $value ]]; then
-      if (((8#$mode & 8#044) != 0)); then
-        die 78 "refusing $file: it holds PGPASSWORD and others can read it (mode $mode); fix: chmod 600 $file"
-      fi
-    fi
-    if [[ -z ${!key+set} ]]; then
-      export "$key=$value"
-    fi
-  done <"$file"
+# The project's interpreter: its virtual environment when there is one, else through uv
+# (bin/uv.sh, which exits 127 when it finds no uv). -P: the caller's working directory is not
+# on the module path; the repository is.
+project_python() {
+  local path="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
+    PYTHONPATH=$path "$REPO_ROOT/.venv/bin/python" -P "$@"
+  else
+    PYTHONPATH=$path "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P "$@"
+  fi
+}
+
+# Whether project_python has an interpreter to run (without starting it).
+python_available() {
+  [[ -x $REPO_ROOT/.venv/bin/python ]] && return 0
+  "$REPO_ROOT/bin/uv.sh" --version >/dev/null 2>&1
 }
 
 # The configuration: the env file given with --env (it must exist), else the repository's
-# .env when there is one.
+# .env when there is one. The Python side reads it (gpu_telemetry/config.py, python-dotenv)
+# and prints `export KEY='value'` lines for the keys the process environment does not set;
+# they are evaluated here, so the shell scripts and the Python commands see the same values.
+# The file's own problems (missing, unreadable, PGPASSWORD readable by others) are one line
+# from the Python side and exit 78.
 load_configuration() {
-  local env_file=$1
+  local env_file=$1 listing status=0
+  local -a args=("--program=$PROG")
   if [[ -n $env_file ]]; then
-    [[ -f $env_file && -r $env_file ]] || die 78 "env file not found or unreadable: $env_file"
-    load_env_file "$env_file"
-  elif [[ -f $REPO_ROOT/.env ]]; then
-    load_env_file "$REPO_ROOT/.env"
+    args+=("--env=$env_file")
+  elif [[ ! -f $REPO_ROOT/.env ]]; then
+    return 0
   fi
+  listing=$(project_python -m gpu_telemetry.cli.env "${args[@]}") || status=$?
+  ((status != 78)) || exit 78
+  ((status == 0)) || die 78 "cannot read the configuration${env_file:+ in $env_file}: the project's Python failed (exit $status)"
+  eval "$listing"
 }
 
 # Relative paths in the configuration are taken from the repository root.
