@@ -1,4 +1,4 @@
-"""The sample: one reading of every GPU on a host, with its status (DESIGN.md, The sample).
+"""The sample: one reading of every GPU on a host, with its status (docs/architecture.md).
 
 `new_sample` builds one from a parsed reading; `validate_sample` takes any JSON object that
 claims to be one (a spool file of ours, or of the original scripts) and returns a sample whose
