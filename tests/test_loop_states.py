@@ -321,7 +321,7 @@ def test_a_new_gpu_is_not_a_gpu_back():
     world = World()
     world.gpus = gpus_of("rtx-3080-v13.xml")
     world.run(2)
-    world.gpus = [*world.gpus, *gpus_of("tesla-t4.xml")]
+    world.gpus = [*world.gpus, *gpus_of("tesla-t4-v11.xml")]
     world.run(2)
     assert world.events("gpu_back") == []
 
