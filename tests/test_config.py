@@ -153,7 +153,7 @@ def test_collect_once_reads_the_same_status_file_path_as_the_shell(tmp_path):
     env = clean_process_env(tmp_path)
     env.update(NVIDIA_SMI=str(REPO_ROOT / "tests" / "stand_ins" / "nvidia-smi"),
                NVSMI_STANDIN_FIXTURE=str(REPO_ROOT / "tests" / "fixtures" / "nvidia-smi"
-                                         / "dual_2080-v13.xml"))
+                                         / "dual-2080-v13.xml"))
     shell = nul_pairs(shell_sees(path, env, tmp_path).stdout)
     result = subprocess.run([sys.executable, str(REPO_ROOT / "bin" / "collect_once.py"),
                              "--dry-run", "--env", str(path)], env=env, cwd=tmp_path,
