@@ -527,6 +527,9 @@ def python_exit_codes(entry_text: str) -> set[int]:
     modules = reachable_modules(entry_text)
     texts = [entry_text, *python_sources().values()]
     classes, bases = class_exit_codes(texts), class_bases(texts)
+    # A caught base passes on the codes of its subclasses that this command can meet: those
+    # defined in what it imports.
+    reachable_classes = class_exit_codes([entry_text, *modules.values()])
     constants = exit_constants()
     codes = {0}
     for text in [entry_text, *(text for name, text in modules.items() if name != "cli.common")]:
@@ -534,7 +537,7 @@ def python_exit_codes(entry_text: str) -> set[int]:
         codes |= {constants[name] for name in re.findall(r"\bexit_code=(EXIT_[A-Z_]+)\b", text)}
         codes |= {classes[name] for name in re.findall(r"\braise (\w+)\(", text)
                   if name in classes}
-        codes |= caught_exit_codes(text, classes, bases)
+        codes |= caught_exit_codes(text, reachable_classes, bases)
     if "cli.common" in modules:
         # The parser's usage errors, and what run() makes of anything the command lets
         # through; a psycopg error only where something imports psycopg.
