@@ -31,17 +31,22 @@ class Database:
     env: dict[str, str] = field(default_factory=dict)
 
     def connect(self) -> psycopg.Connection:
-        return psycopg.connect(**_conninfo(self.env), autocommit=True)
+        return psycopg.connect(**conninfo(self.env), autocommit=True)
 
 
-def _conninfo(env: dict[str, str]) -> dict[str, str]:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGDATABASE": "dbname",
-            "PGPASSWORD": "password"}
-    return {keys[k]: v for k, v in env.items() if k in keys}
+_LIBPQ_PARAMETERS = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user",
+                     "PGDATABASE": "dbname", "PGPASSWORD": "password"}
+
+
+def conninfo(env: dict[str, str], **overrides: str) -> dict[str, str]:
+    """psycopg.connect()'s keywords for the PG* variables of `env`, then `overrides` (e.g.
+    another user and its password): tests connect to exactly what a script would be given."""
+    return {**{_LIBPQ_PARAMETERS[k]: v for k, v in env.items() if k in _LIBPQ_PARAMETERS},
+            **overrides}
 
 
 def _admin_connect(server: PgServer) -> psycopg.Connection:
-    return psycopg.connect(**_conninfo(server.libpq_env("postgres")), autocommit=True)
+    return psycopg.connect(**conninfo(server.libpq_env("postgres")), autocommit=True)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import REPO_ROOT, Database
+from tests.conftest import REPO_ROOT, Database, conninfo
 
 GRAFANA_DIR = REPO_ROOT / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "gpu-telemetry.json"
@@ -516,7 +516,7 @@ def _result_of(results: dict, dashboard: dict, title: str) -> tuple[list[str], l
 
 def test_every_query_runs_against_the_schema(db: Database, dashboard):
     insert_telemetry(db)
-    with psycopg.connect(**_conninfo(db.env)) as conn:
+    with psycopg.connect(**conninfo(db.env)) as conn:
         results = run_every_query(conn, dashboard, current_request())
 
     variables = {v["name"]: i for i, v in enumerate(dashboard["templating"]["list"])}
@@ -562,7 +562,7 @@ def test_queries_run_for_one_host_and_one_gpu_at_a_long_interval(db: Database, d
     request = current_request(host=["host-b"], gpu=["GPU-b1"])
     request = Request(request.time_from, request.time_to, timedelta(minutes=5),
                       request.variables)
-    with psycopg.connect(**_conninfo(db.env)) as conn:
+    with psycopg.connect(**conninfo(db.env)) as conn:
         results = run_every_query(conn, dashboard, request)
     columns, rows = _result_of(results, dashboard, "Power draw vs limit")
     assert {row[columns.index("metric")] for row in rows} == {
@@ -571,12 +571,6 @@ def test_queries_run_for_one_host_and_one_gpu_at_a_long_interval(db: Database, d
 
 
 # --- the read-only role ----------------------------------------------------------------------
-
-def _conninfo(env: dict[str, str], **overrides: str) -> dict[str, str]:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGDATABASE": "dbname",
-            "PGPASSWORD": "password"}
-    return {**{keys[k]: v for k, v in env.items() if k in keys}, **overrides}
-
 
 @pytest.fixture
 def reader_role(db: Database) -> Iterator[str]:
@@ -604,7 +598,7 @@ def test_the_read_only_role_runs_every_query(db: Database, dashboard, reader_rol
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
-    with psycopg.connect(**_conninfo(db.env, user=reader_role, password=password)) as conn:
+    with psycopg.connect(**conninfo(db.env, user=reader_role, password=password)) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (reader_role,)
         run_every_query(conn, dashboard, current_request())
         conn.rollback()

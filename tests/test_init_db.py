@@ -22,7 +22,7 @@ from psycopg import sql
 from gpu_telemetry.cli import init_db
 from gpu_telemetry.collector.parser import GPU_COLUMNS
 from gpu_telemetry.db.errors import translate
-from tests.conftest import REPO_ROOT, Database
+from tests.conftest import REPO_ROOT, Database, conninfo
 from tests.pgserver import PgServer, free_port
 
 SAMPLE_COLUMNS = {"ts", "host", "status_tag", "status_memo", "run_id", "raw_json"}
@@ -72,11 +72,7 @@ def role_name(db: Database) -> Iterator[str]:
 
 
 def _connect(env: dict[str, str], **overrides: str) -> psycopg.Connection:
-    keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGDATABASE": "dbname",
-            "PGPASSWORD": "password"}
-    params = {keys[k]: v for k, v in env.items() if k in keys}
-    params.update(overrides)
-    return psycopg.connect(**params, autocommit=True)
+    return psycopg.connect(**conninfo(env, **overrides), autocommit=True)
 
 
 def _clean_environ() -> dict[str, str]:

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import Database, _conninfo
+from tests.conftest import Database, conninfo
 from tests.helpers import REPO_ROOT, base_env, spool_files
 from tests.reliability.harness import Processes, RunningLoop, wait_until
 
@@ -44,14 +44,14 @@ def empty_db(pg_server) -> Iterator[Database]:
     """A database that bin/init_db.sh never ran on."""
     name = f"loop_empty_{os.getpid()}_{next(_numbers)}"
     admin = pg_server.libpq_env("postgres")
-    with psycopg.connect(**_conninfo(admin), autocommit=True) as conn:
+    with psycopg.connect(**conninfo(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     try:
         yield Database(name=name, env=pg_server.libpq_env(name))
     finally:
         if pg_server.can_restart and not pg_server.running:
             pg_server.start()
-        with psycopg.connect(**_conninfo(admin), autocommit=True) as conn:
+        with psycopg.connect(**conninfo(admin), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
                          .format(sql.Identifier(name)))
 

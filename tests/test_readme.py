@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from gpu_telemetry import config as config_module
+from tests.conftest import conninfo
 from tests.helpers import REPO_ROOT, base_env
 from tests.pgserver import PgServer
 
@@ -135,10 +136,7 @@ def newcomer_environment(tmp_path: Path, clone: Path, server: PgServer, login: s
 
 
 def superuser_connect(server: PgServer, dbname: str) -> psycopg.Connection:
-    params = {"host": server.host, "port": server.port, "user": server.user, "dbname": dbname}
-    if server.password:
-        params["password"] = server.password
-    return psycopg.connect(**params, autocommit=True)
+    return psycopg.connect(**conninfo(server.libpq_env(dbname)), autocommit=True)
 
 
 def env_example_settings() -> dict[str, str]:

@@ -15,6 +15,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from tests.conftest import conninfo
 from tests.helpers import REPO_ROOT, base_env, run_script
 
 TOLERANCE = 0.10
@@ -132,15 +133,9 @@ def insert_run(db, gpus, *, run_id: str | None, start: datetime = START, suffix:
                 ), strict=True))
                 rows.append(tuple(None if c in gpu.missing else v for c, v in row.items()))
                 t += STEP_S
-    with psycopg.connect(**_conninfo(db), autocommit=True) as conn, conn.cursor() as cur:
+    with psycopg.connect(**conninfo(db.env), autocommit=True) as conn, conn.cursor() as cur:
         cur.executemany(f"INSERT INTO telemetry.gpu_telemetry ({', '.join(COLUMNS)})"
                         f" VALUES ({', '.join(['%s'] * len(COLUMNS))})", rows)
-
-
-def _conninfo(db) -> dict:
-    return {"host": db.env["PGHOST"], "port": db.env["PGPORT"], "user": db.env["PGUSER"],
-            "dbname": db.env["PGDATABASE"], **({"password": db.env["PGPASSWORD"]}
-                                               if db.env.get("PGPASSWORD") else {})}
 
 
 def report(tmp_path, db_env, *args: str):
@@ -201,7 +196,7 @@ def test_markdown_and_png_are_written_and_a_nasty_memo_is_just_text(db, tmp_path
     image = imread(png)
     assert image.ndim == 3 and image.shape[0] > 500 and image.shape[1] > 800
     assert float(image[..., :3].std()) > 0.05  # not blank
-    with psycopg.connect(**_conninfo(db)) as conn:
+    with psycopg.connect(**conninfo(db.env)) as conn:
         memo = conn.execute("SELECT status_memo FROM telemetry.gpu_telemetry"
                             " WHERE status_tag = 'bench' LIMIT 1").fetchone()[0]
     assert memo.endswith(NASTY_MEMO)
@@ -239,7 +234,7 @@ def reports_of(db, *run_ids: str):
     from gpu_telemetry.analysis.report.model import Selection
     from gpu_telemetry.analysis.report.query import build_reports
 
-    with psycopg.connect(**_conninfo(db)) as conn:
+    with psycopg.connect(**conninfo(db.env)) as conn:
         return build_reports(conn, [Selection(run_id=run_id) for run_id in run_ids])
 
 

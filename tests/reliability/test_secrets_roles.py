@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.conftest import conninfo
 from tests.helpers import REPO_ROOT, base_env, run_script, spool_files
 from tests.reliability.harness import RunningLoop
 from tests.test_loop import loops  # noqa: F401 - fixture
@@ -62,8 +63,7 @@ def as_role(db, role: str, password: str | None = SECRET) -> dict:
 
 
 def connect_as(db, role: str) -> psycopg.Connection:
-    return psycopg.connect(host=db.env["PGHOST"], port=db.env["PGPORT"], dbname=db.name,
-                           user=role, password=SECRET, autocommit=True)
+    return psycopg.connect(**conninfo(db.env, user=role, password=SECRET), autocommit=True)
 
 
 def test_the_writer_collects_spools_flushes_and_loops(db, roles, tmp_path, loops):  # noqa: F811
