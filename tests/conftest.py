@@ -103,3 +103,10 @@ def database_copy(pg_server: PgServer, template_db: str, prefix: str = "test"
 def db(pg_server: PgServer, template_db: str) -> Iterator[Database]:
     with database_copy(pg_server, template_db) as database:
         yield database
+
+
+@pytest.fixture
+def empty_db(pg_server: PgServer) -> Iterator[Database]:
+    """A database that bin/init_db.sh never ran on: the server answers, no schema."""
+    with database_copy(pg_server, "template0", "empty") as database:
+        yield database

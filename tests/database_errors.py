@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import pytest
 from psycopg import sql
 
-from tests.conftest import _admin_connect
 from tests.helpers import REPO_ROOT
 
 PASSWORD_GROUP = "password_required"
@@ -20,21 +19,9 @@ WRONG_PASSWORD = "not-the-password"
 
 
 @pytest.fixture
-def uninitialised_db(pg_server) -> Iterator[dict[str, str]]:
-    """An empty database: the server answers, the schema was never applied."""
-    name = f"never_initialised_{os.getpid()}"
-    with _admin_connect(pg_server) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                     .format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield pg_server.libpq_env(name)
-    finally:
-        if pg_server.can_restart and not pg_server.running:
-            pg_server.start()
-        with _admin_connect(pg_server) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
+def uninitialised_db(empty_db) -> dict[str, str]:
+    """conftest's empty database, as the PG* variables that point at it."""
+    return empty_db.env
 
 
 @pytest.fixture

@@ -49,17 +49,6 @@ def repo_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def empty_db(pg_server: PgServer) -> Iterator[Database]:
-    name = f"init_{os.getpid()}_{next(_numbers)}"
-    with _connect(pg_server.libpq_env("postgres")) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    yield Database(name=name, env=pg_server.libpq_env(name))
-    with _connect(pg_server.libpq_env("postgres")) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                     .format(sql.Identifier(name)))
-
-
-@pytest.fixture
 def role_name(db: Database) -> Iterator[str]:
     """A cluster-wide role name unique to this test, dropped with whatever it was granted."""
     name = f"gt_role_{os.getpid()}_{next(_numbers)}"

@@ -4,7 +4,6 @@ PostgreSQL that the tests stop and start."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
@@ -13,15 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from tests.conftest import Database, conninfo
 from tests.helpers import REPO_ROOT, base_env, spool_files
 from tests.reliability.harness import Processes, RunningLoop, wait_until
-
-_numbers = itertools.count(1)
 
 
 @pytest.fixture
@@ -37,23 +31,6 @@ def loops() -> Iterator[Processes]:
 def start(loops: Processes, tmp_path: Path, env: dict, interval: float | None = None,
           *extra: str) -> RunningLoop:
     return RunningLoop(loops, tmp_path, env, interval, extra=extra)
-
-
-@pytest.fixture
-def empty_db(pg_server) -> Iterator[Database]:
-    """A database that bin/init_db.sh never ran on."""
-    name = f"loop_empty_{os.getpid()}_{next(_numbers)}"
-    admin = pg_server.libpq_env("postgres")
-    with psycopg.connect(**conninfo(admin), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    try:
-        yield Database(name=name, env=pg_server.libpq_env(name))
-    finally:
-        if pg_server.can_restart and not pg_server.running:
-            pg_server.start()
-        with psycopg.connect(**conninfo(admin), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
 
 
 def wait_for(condition, loop: RunningLoop, what: str, timeout: float = 30) -> None:
