@@ -11,16 +11,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from gpu_telemetry import errors
 from gpu_telemetry.collector.sample import validate_sample
 from gpu_telemetry.db import store
-from gpu_telemetry.errors import (
-    DatabaseError,
-    DatabaseUnreachable,
-    LoginRefused,
-    PermissionDenied,
-    RejectedValue,
-    SchemaMissing,
-)
 from tests.database_errors import (  # noqa: F401 - fixtures
     REFUSED_MEMO,
     reader_env,
@@ -61,19 +54,18 @@ def store_one(memo: str = "baseline") -> None:
 
 # --- at connect time: no SQLSTATE, told apart by libpq's words -------------------------------
 
-@pytest.mark.parametrize(("change", "named", "says"), [
-    ({"PGPORT": "notanumber"}, LoginRefused, "notanumber"),
-    ({"PGDATABASE": "no_such_database"}, LoginRefused, "no_such_database"),
-    ({"PGUSER": "no_such_role"}, LoginRefused, "no_such_role"),
-    ({"PGSSLMODE": "require"}, LoginRefused, "SSL"),
-    ({"PGSSLMODE": "sometimes"}, LoginRefused, "sslmode"),
+@pytest.mark.parametrize(("change", "says"), [
+    ({"PGPORT": "notanumber"}, "notanumber"),
+    ({"PGDATABASE": "no_such_database"}, "no_such_database"),
+    ({"PGUSER": "no_such_role"}, "no_such_role"),
+    ({"PGSSLMODE": "require"}, "SSL"),
+    ({"PGSSLMODE": "sometimes"}, "sslmode"),
 ], ids=["port-not-a-number", "no-database", "no-role", "tls-required", "bad-sslmode"])
-def test_a_login_the_server_or_libpq_refuses_is_login_refused(db, libpq_env, change, named,
-                                                              says):
+def test_a_login_the_server_or_libpq_refuses_is_login_refused(db, libpq_env, change, says):
     libpq_env({**db.env, **change})
-    with pytest.raises(DatabaseError) as raised:
+    with pytest.raises(errors.DatabaseError) as raised:
         store.connect()
-    assert type(raised.value) is named and raised.value.exit_code == 78
+    assert type(raised.value) is errors.LoginRefused and raised.value.exit_code == 78
     message = str(raised.value)
     assert message.startswith("database login refused: ") and says in message
     assert "PGPASSWORD" in message and "\n" not in message
@@ -82,16 +74,16 @@ def test_a_login_the_server_or_libpq_refuses_is_login_refused(db, libpq_env, cha
 
 def test_a_wrong_password_is_login_refused(wrong_password_env, libpq_env):  # noqa: F811
     libpq_env(wrong_password_env)
-    with pytest.raises(LoginRefused, match="password authentication failed") as raised:
+    with pytest.raises(errors.LoginRefused, match="password authentication failed") as raised:
         store.connect()
     assert wrong_password_env["PGPASSWORD"] not in str(raised.value)
 
 
 def test_nothing_listening_is_unreachable(libpq_env):
     libpq_env(dead_database_env())
-    with pytest.raises(DatabaseError) as raised:
+    with pytest.raises(errors.DatabaseError) as raised:
         store.connect()
-    assert type(raised.value) is DatabaseUnreachable and raised.value.exit_code == 75
+    assert type(raised.value) is errors.DatabaseUnreachable and raised.value.exit_code == 75
     assert str(raised.value).startswith("database unreachable: ")
 
 
@@ -103,7 +95,7 @@ def test_a_role_without_connect_is_permission_denied_naming_it(db, libpq_env):
                      .format(sql.Identifier(db.name)))
     try:
         libpq_env({**db.env, "PGUSER": role})
-        with pytest.raises(PermissionDenied) as raised:
+        with pytest.raises(errors.PermissionDenied) as raised:
             store.connect()
         assert raised.value.exit_code == 77 and f'role "{role}"' in str(raised.value)
     finally:
@@ -115,7 +107,7 @@ def test_a_role_without_connect_is_permission_denied_naming_it(db, libpq_env):
 
 def test_a_database_never_initialised_is_schema_missing(uninitialised_db, libpq_env):  # noqa: F811
     libpq_env(uninitialised_db)
-    with pytest.raises(SchemaMissing) as raised:
+    with pytest.raises(errors.SchemaMissing) as raised:
         store_one()
     assert raised.value.exit_code == 78
     assert str(raised.value).startswith("database schema missing or out of date (storing "
@@ -127,13 +119,13 @@ def test_a_missing_column_is_schema_missing(db, libpq_env):
     with db.connect() as conn:
         conn.execute("ALTER TABLE telemetry.collector_events RENAME COLUMN detail TO gone")
     libpq_env(db.env)
-    with store.connect() as conn, pytest.raises(SchemaMissing, match="detail"):
+    with store.connect() as conn, pytest.raises(errors.SchemaMissing, match="detail"):
         store.insert_events(conn, [(datetime.now(UTC), "h", "k", "d", None, {"a": 1})])
 
 
 def test_the_reader_role_is_permission_denied_naming_it(reader_env, libpq_env):  # noqa: F811
     libpq_env(reader_env)
-    with pytest.raises(PermissionDenied) as raised:
+    with pytest.raises(errors.PermissionDenied) as raised:
         store_one()
     message = str(raised.value)
     assert raised.value.exit_code == 77
@@ -145,7 +137,7 @@ def test_a_refused_value_is_rejected_value_and_the_connection_goes_on(refusing_d
                                                                        libpq_env):
     libpq_env(refusing_db.env)
     with store.connect() as conn:
-        with pytest.raises(RejectedValue, match="test_refused_memo") as raised:
+        with pytest.raises(errors.RejectedValue, match="test_refused_memo") as raised:
             store.insert_samples(conn, [a_sample(REFUSED_MEMO)], raw_every_sec=600)
         assert raised.value.exit_code == 65
         # The refused transaction was rolled back: the same connection stores the next one.
@@ -157,9 +149,9 @@ def test_a_server_gone_mid_way_is_unreachable(db, libpq_env):
     with store.connect() as conn:
         with db.connect() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
-        with pytest.raises(DatabaseUnreachable):
+        with pytest.raises(errors.DatabaseUnreachable):
             store.insert_samples(conn, [a_sample()], raw_every_sec=600)
-        with pytest.raises(DatabaseUnreachable):
+        with pytest.raises(errors.DatabaseUnreachable):
             store.prune(conn, 30)
 
 
