@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gpu_telemetry.cli import health
 from gpu_telemetry.ops.health import stale_after_sec
 from tests.conftest import Database
 from tests.helpers import FIXTURES, REPO_ROOT, base_env
@@ -301,6 +302,19 @@ def test_hung_nvidia_smi_is_cut_short(tmp_path, tools, db):
                                                        (120, 360)])
 def test_stale_after_three_intervals_and_never_under_a_minute(interval, stale_after):
     assert stale_after_sec(interval) == stale_after
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("0", "--reading-timeout 0: the reading timeout must be more than zero seconds"),
+    ("-1", "--reading-timeout -1: the reading timeout must be more than zero seconds"),
+    ("inf", "--reading-timeout inf: not a finite number of seconds"),
+    ("nan", "--reading-timeout nan: not a finite number of seconds"),
+])
+def test_a_reading_timeout_no_timer_can_use_is_usage(capsys, value, says):
+    with pytest.raises(SystemExit) as exited:
+        health.main(["--reading-timeout", value])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"health: {says} (see --help)\n"
 
 
 def test_env_file_problems_are_exit_78_before_any_check(tmp_path, tools):

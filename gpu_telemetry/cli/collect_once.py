@@ -12,9 +12,13 @@ sample in hand and exits 0 (a failing sample is reported and the loop goes on).
 """
 
 import argparse
-import math
 
-from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
+from gpu_telemetry.cli.common import (
+    OneLineParser,
+    add_common_options,
+    check_positive_seconds,
+    run,
+)
 
 EXAMPLES = """\
 examples:
@@ -30,12 +34,7 @@ examples:
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A bad value says what is wrong with it; an option that would be ignored is refused,
     since whoever gave it meant something else."""
-    if args.interval is not None:
-        if math.isnan(args.interval) or math.isinf(args.interval):
-            parser.error(f"--interval {args.interval:g}: not a finite number of seconds")
-        if args.interval <= 0:
-            parser.error(f"--interval {args.interval:g}: the interval must be more than zero "
-                         "seconds")
+    check_positive_seconds(parser, "--interval", args.interval, "interval")
     if args.loop and args.dry_run:
         parser.error("--loop and --dry-run cannot be combined (--dry-run takes one sample)")
     if args.interval is not None and not args.loop:

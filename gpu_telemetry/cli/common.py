@@ -4,6 +4,7 @@ an exit code (a traceback only with --debug)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -31,6 +32,19 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "the process environment still wins")
     parser.add_argument("--debug", action="store_true",
                         help="show a traceback on unexpected errors")
+
+
+def check_positive_seconds(parser: argparse.ArgumentParser, option: str, value: float | None,
+                           what: str) -> None:
+    """Refuse a number of seconds that is not finite or not more than zero, naming `option`
+    and `what` it sets: argparse's float takes "nan", "inf" and negatives, which no schedule
+    or timeout can use. None (the option not given) passes."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        parser.error(f"{option} {value:g}: not a finite number of seconds")
+    if value <= 0:
+        parser.error(f"{option} {value:g}: the {what} must be more than zero seconds")
 
 
 def run(body: Callable[[], int], *, debug: bool, program: str) -> int:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
+from gpu_telemetry.cli.common import (
+    OneLineParser,
+    add_common_options,
+    check_positive_seconds,
+    run,
+)
 
 EXIT_WARN = 1
 
@@ -35,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="never run nvidia-smi (the thermal state from the database only)")
     add_common_options(parser)
     args = parser.parse_args(argv)
-    if args.reading_timeout is not None and not args.reading_timeout > 0:
-        parser.error(f"--reading-timeout {args.reading_timeout:g}: must be more than zero")
+    check_positive_seconds(parser, "--reading-timeout", args.reading_timeout, "reading timeout")
 
     def body() -> int:
         from gpu_telemetry.config import load_config
