@@ -37,13 +37,21 @@ from gpu_telemetry.tags import TAGS
 DEFAULTS = BurnOptions()
 
 
-def _number(text: str) -> float:
+def _finite_seconds(text: str) -> float:
+    """The number of seconds an option gives: any finite number, fractions allowed; the
+    options' own bounds are checked by their types below."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    return value
+
+
+def _phase_seconds(text: str) -> float:
+    """An idle phase's length: zero or more seconds, 0 skipping the phase."""
+    value = _finite_seconds(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative: give zero or more seconds "
                                          "(0 skips the phase)")
@@ -52,12 +60,7 @@ def _number(text: str) -> float:
 
 def _whole_seconds(text: str) -> int:
     """gpu_burn reads its duration with atoi(): whole seconds, more than zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    value = _finite_seconds(text)
     if value != int(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds (gpu_burn "
                                          "reads whole seconds)")
@@ -126,11 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
              f"SAMPLE_INTERVAL_SEC so a sample records it (default: {DEFAULTS.post_tag})")
     add("--post-memo", default=DEFAULTS.post_memo, metavar="MEMO",
         help=f"memo written when gpu_burn ends (default: {DEFAULTS.post_memo!r})")
-    add("--pre-idle-sec", type=_number, default=DEFAULTS.pre_idle_sec, metavar="SEC",
+    add("--pre-idle-sec", type=_phase_seconds, default=DEFAULTS.pre_idle_sec, metavar="SEC",
         help="idle baseline before gpu_burn, fractions allowed; 0 skips it (default: 0)")
     add("--pre-idle-memo", default=DEFAULTS.pre_idle_memo, metavar="MEMO",
         help=f"memo of the idle baseline (default: {DEFAULTS.pre_idle_memo!r})")
-    add("--cooldown-sec", type=_number, default=DEFAULTS.cooldown_sec, metavar="SEC",
+    add("--cooldown-sec", type=_phase_seconds, default=DEFAULTS.cooldown_sec, metavar="SEC",
         help="idle cooldown after gpu_burn, fractions allowed; 0 skips it (default: 0)")
     add("--cooldown-memo", default=DEFAULTS.cooldown_memo, metavar="MEMO",
         help=f"memo of the cooldown (default: {DEFAULTS.cooldown_memo!r})")
