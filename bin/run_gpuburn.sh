@@ -37,17 +37,16 @@
 # 129 HUP, 130 INT, 143 TERM; --help says more.
 set -euo pipefail
 
+PROG=run_gpuburn.sh
 REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
-readonly REPO_ROOT
+readonly PROG REPO_ROOT
+# shellcheck source=lib/common.sh
+source "$REPO_ROOT/bin/lib/common.sh"
 
-# The project's interpreter: its virtual environment when there is one, else through uv.
-# exec: signals (Ctrl-C, TERM, tmux's HUP) go straight to the runner, which restores the status.
+# --exec: signals (Ctrl-C, TERM, tmux's HUP) go straight to the runner, which restores the
+# status.
 main() {
-  export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
-    exec "$REPO_ROOT/.venv/bin/python" -P -m gpu_telemetry.cli.run_gpuburn "$@"
-  fi
-  exec "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P -m gpu_telemetry.cli.run_gpuburn "$@"
+  project_python --exec -m gpu_telemetry.cli.run_gpuburn "$@"
 }
 
 main "$@"

@@ -27,24 +27,8 @@ set -euo pipefail
 PROG=set_status.sh
 REPO_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 readonly PROG REPO_ROOT
-
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
-
-usage_error() {
-  echo "$PROG: $* (see --help)" >&2
-  exit 2
-}
-
-# The project's interpreter: its virtual environment when there is one, else through uv.
-run_python() {
-  export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
-    exec "$REPO_ROOT/.venv/bin/python" -P "$@"
-  fi
-  exec "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P "$@"
-}
+# shellcheck source=lib/common.sh
+source "$REPO_ROOT/bin/lib/common.sh"
 
 main() {
   local -a options=() positional=()
@@ -55,7 +39,7 @@ main() {
         exit 0
         ;;
       --run-id | --env)
-        (($# >= 2)) || usage_error "$1 needs a value"
+        (($# >= 2)) || die 2 "$1 needs a value (see --help)"
         # As one word, so that a value starting with "-" reaches the check of values.
         options+=("$1=$2")
         shift
@@ -66,15 +50,15 @@ main() {
         positional+=("$@")
         break
         ;;
-      -?*) usage_error "unknown option $1" ;;
+      -?*) die 2 "unknown option $1 (see --help)" ;;
       *) positional+=("$1") ;;
     esac
     shift
   done
-  ((${#positional[@]} >= 1)) || usage_error "a TAG is needed (the tags are listed in --help)"
+  ((${#positional[@]} >= 1)) || die 2 "a TAG is needed (see --help for the tags)"
   ((${#positional[@]} <= 2)) \
-    || usage_error "${#positional[@]} arguments (${positional[*]}): TAG [MEMO] takes at most 2; quote a memo with spaces"
-  run_python -m gpu_telemetry.cli.set_status "${options[@]}" -- "${positional[@]}"
+    || die 2 "${#positional[@]} arguments (${positional[*]}): TAG [MEMO] takes at most 2; quote a memo with spaces (see --help)"
+  project_python --exec -m gpu_telemetry.cli.set_status "${options[@]}" -- "${positional[@]}"
 }
 
 main "$@"

@@ -561,7 +561,8 @@ def shell_functions(text: str) -> dict[str, str]:
 def shell_exit_codes(script: Path) -> set[int]:
     """The statuses a shell command can end with: `exit N` and `die N` in its text and in the
     bin/lib/common.sh functions it calls, `return N` of main and of the functions whose status
-    main passes on, and what the programs it execs return (a Python module, bin/uv.sh)."""
+    main passes on, and what the programs it execs return (a Python module, bin/uv.sh: itself or
+    through `project_python --exec`)."""
     text = script.read_text()
     own = shell_functions(text)
     common = (shell_functions((REPO_ROOT / "bin" / "lib" / "common.sh").read_text())
@@ -591,7 +592,7 @@ def shell_exit_codes(script: Path) -> set[int]:
             waiting.append(lines[-1].split()[0])
     if "-m gpu_telemetry." in text:
         codes |= python_exit_codes(text)
-    if re.search(r'^\s*exec "\$REPO_ROOT/bin/uv\.sh"', text, re.M):
+    if re.search(r'^\s*(exec "\$REPO_ROOT/bin/uv\.sh"|project_python --exec\b)', text, re.M):
         codes |= shell_exit_codes(REPO_ROOT / "bin" / "uv.sh")
     return codes
 

@@ -17,14 +17,22 @@ die() {
 
 # The project's interpreter: its virtual environment when there is one, else through uv
 # (bin/uv.sh, which exits 127 when it finds no uv). -P: the caller's working directory is not
-# on the module path; the repository is.
+# on the module path; the repository is. `project_python --exec ...` replaces the shell with
+# it, so that signals (Ctrl-C, TERM, tmux's HUP) and the exit status are the Python side's.
 project_python() {
-  local path="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
-    PYTHONPATH=$path "$REPO_ROOT/.venv/bin/python" -P "$@"
-  else
-    PYTHONPATH=$path "$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P "$@"
+  local replace=0 path="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  local -a python=("$REPO_ROOT/bin/uv.sh" run --quiet --project "$REPO_ROOT" python -P)
+  if [[ ${1-} == --exec ]]; then
+    replace=1
+    shift
   fi
+  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
+    python=("$REPO_ROOT/.venv/bin/python" -P)
+  fi
+  if ((replace)); then
+    PYTHONPATH=$path exec "${python[@]}" "$@"
+  fi
+  PYTHONPATH=$path "${python[@]}" "$@"
 }
 
 # Whether project_python has an interpreter to run (without starting it).
