@@ -26,9 +26,10 @@
 # A failure is one line: what failed, the server's reason, and a hint at the fix.
 #
 # Exit status: 0 done, 1 SQL error (a failed migration is rolled back), 2 usage, 70 internal
-# error (--debug shows the traceback), 75 server unreachable, 77 login refused or no rights,
-# 78 configuration (no such role or database, TLS, env file), 127 no Python to run it with
-# (neither <repo>/.venv nor uv), 130 interrupted.
+# error (--debug shows the traceback), 75 server unreachable, 77 no rights, 78 login refused
+# (wrong or missing password, no such role or database, pg_hba.conf, no LOGIN) or
+# configuration (TLS, env file), 127 no Python to run it with (neither <repo>/.venv nor uv),
+# 130 interrupted.
 set -euo pipefail
 
 PROG=init_db.sh

@@ -22,6 +22,7 @@ from psycopg import sql
 from gpu_telemetry.cli import init_db
 from gpu_telemetry.collector.parser import GPU_COLUMNS
 from gpu_telemetry.db.errors import translate
+from gpu_telemetry.errors import LoginRefused
 from tests.conftest import REPO_ROOT, Database, conninfo
 from tests.pgserver import PgServer, free_port
 
@@ -367,7 +368,7 @@ def test_wrong_password_names_the_settings_and_the_create_command(
         repo_copy: Path, db: Database, password_role: str) -> None:
     result = run_init(repo_copy, {**db.env, "PGUSER": password_role, "PGPASSWORD": "wrong"})
 
-    assert result.returncode == 77
+    assert result.returncode == LoginRefused.exit_code == 78
     assert "password authentication failed" in result.stderr
     assert_one_line_with_hint(result, "PGUSER", "PGPASSWORD", str(repo_copy / ".env"),
                               "sudo -u postgres createuser --createrole ")
@@ -379,7 +380,7 @@ def test_missing_password_is_not_prompted_for(repo_copy: Path, db: Database,
 
     result = run_init(repo_copy, env)
 
-    assert result.returncode == 77
+    assert result.returncode == LoginRefused.exit_code
     assert "no password supplied" in result.stderr
     assert_one_line_with_hint(result, "PGPASSWORD", "~/.pgpass")
 
@@ -471,13 +472,13 @@ def test_owner_without_createrole_is_told_what_roles_need(repo_copy: Path,
     ('connection to server at "db.lan" (192.0.2.1), port 5432 failed: timeout expired', 75,
      "host db.lan, port 5432"),
     ('connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: '
-     'FATAL:  Peer authentication failed for user "gpu_writer"', 77,
+     'FATAL:  Peer authentication failed for user "gpu_writer"', 78,
      "leave PGUSER unset"),
     ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf entry for '
-     'host "127.0.0.1", user "gpu_writer", database "gpu_telemetry", no encryption', 77,
+     'host "127.0.0.1", user "gpu_writer", database "gpu_telemetry", no encryption', 78,
      "pg_hba.conf"),
     ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "gpu_writer" is not '
-     "permitted to log in", 77, "LOGIN"),
+     "permitted to log in", 78, "LOGIN"),
     ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  permission denied for '
      'database "gpu_telemetry"\nDETAIL:  User does not have CONNECT privilege.', 77,
      "GRANT CONNECT ON DATABASE"),
@@ -489,7 +490,8 @@ def test_owner_without_createrole_is_told_what_roles_need(repo_copy: Path,
 def test_every_connection_failure_gets_a_status_and_a_hint(monkeypatch, message: str,
                                                            status: int, hint: str) -> None:
     """libpq's words at connect time (psycopg raises them as OperationalError, no SQLSTATE),
-    through the same translation as a real failed connection."""
+    through the same translation as a real failed connection; a refused login exits as the
+    collector does for it."""
     for key in ("PGHOST", "PGPORT", "PGDATABASE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("PGUSER", "gpu_writer")
@@ -502,6 +504,8 @@ def test_every_connection_failure_gets_a_status_and_a_hint(monkeypatch, message:
                                  init_db.Context.from_environment(None))
 
     assert failed.exit_code == status, str(failed)
+    if isinstance(error, LoginRefused):  # the status collect_once.py and the flush give it
+        assert failed.exit_code == LoginRefused.exit_code, str(failed)
     line = str(failed)
     assert "\n" not in line
     assert line.startswith("cannot connect to the database: " + message.split("\n")[0][:20])

@@ -3,9 +3,11 @@ roles; its --help is the script's header comment.
 
 A failure is one line: what failed, the server's (or libpq's) reason, and a hint at the fix,
 with the exit status of that kind of failure: 1 an SQL error (a failed migration is rolled
-back), 2 usage, 75 no server answers, 77 the login is refused or a right is missing, 78
-configuration (no such role or database, TLS, the env file); 70 internal error (--debug shows
-the traceback), 130 interrupted.
+back), 2 usage, 75 no server answers, 77 a right is missing (to connect, to change the schema,
+to create roles), 78 the login is refused (a wrong or missing password, no such role or
+database, pg_hba.conf, no LOGIN: gpu_telemetry.errors.LoginRefused, as for the collector) or
+configuration (TLS, the env file); 70 internal error (--debug shows the traceback), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gpu_telemetry.errors import (
     EXIT_NO_PERMISSION,
     EXIT_SPOOLED,
     DatabaseError,
+    LoginRefused,
     PermissionDenied,
     TelemetryError,
 )
@@ -87,7 +90,8 @@ def diagnose(step: str, error: DatabaseError, reason: str, ctx: Context) -> tupl
     """The exit status and the hint for `error` at STEP (connect, schema, migration, roles or
     grants); `reason` is the server's or libpq's line. The named error decides where it can
     (a missing right); libpq reports connection failures as text only, so their words decide
-    between an absent server, a refused login and a wrong setting."""
+    between an absent server, a refused login and a wrong setting. A refused login has
+    LoginRefused's status, the one the collector and the flush exit with for it."""
     text = reason.lower()
     place, login, role = ctx.config_place, ctx.login, ctx.role
     setup = create_command(login, os.environ.get("PGDATABASE") or "gpu_telemetry")
@@ -102,33 +106,33 @@ def diagnose(step: str, error: DatabaseError, reason: str, ctx: Context) -> tupl
                 f"role {role} may not connect to database {ctx.database}: its owner can GRANT "
                 f"CONNECT ON DATABASE to it, or set PGUSER in {place} to the owner")
         if "peer authentication failed" in text or "ident authentication failed" in text:
-            return EXIT_NO_PERMISSION, (
+            return LoginRefused.exit_code, (
                 "over the local socket the server admits only the role named after your login "
                 f"({login}): leave PGUSER unset (README.md, Setting up, creates that role: "
                 f"{setup}), or for role {role} set PGHOST=localhost and its PGPASSWORD in "
                 f"{place}")
         if re.search(r"authentication failed|no password supplied|password is required", text):
-            return EXIT_NO_PERMISSION, (
+            return LoginRefused.exit_code, (
                 f"role {role} needs its password: set PGUSER and PGPASSWORD in {place} (mode "
                 "600) or use ~/.pgpass; for a server on this host, leave PGHOST, PGUSER and "
                 "PGPASSWORD unset to log in without one as the role README.md (Setting up) "
                 f"creates: {setup}")
         if "no pg_hba.conf entry" in text:
-            return EXIT_NO_PERMISSION, (
+            return LoginRefused.exit_code, (
                 f"the server's pg_hba.conf admits no connection from here as role {role} to "
                 f"database {ctx.database}: add a line for it there and reload the server "
                 "(docs/operations.md, 1.3)")
         if "not permitted to log in" in text:
-            return EXIT_NO_PERMISSION, (
+            return LoginRefused.exit_code, (
                 f"role {role} exists but may not log in: give it LOGIN (ALTER ROLE ... LOGIN, "
                 f"as a superuser), or set PGUSER in {place} to the database's owner")
         if re.search(r'role ".*" does not exist', text):
-            return EXIT_CONFIG, (
+            return LoginRefused.exit_code, (
                 "create it and its database (README.md, Setting up): "
                 f"{create_command(role, ctx.database)}; or set PGUSER in {place} to a role "
                 "that exists")
         if re.search(r'database ".*" does not exist', text):
-            return EXIT_CONFIG, (
+            return LoginRefused.exit_code, (
                 f"create it, owned by role {role} (README.md, Setting up): sudo -u postgres "
                 f"createdb --owner {shlex.quote(role)} {shlex.quote(ctx.database)}; or set "
                 f"PGDATABASE in {place} to a database that exists")
