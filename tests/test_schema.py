@@ -9,6 +9,7 @@ import pytest
 
 from gpu_telemetry import schema
 from gpu_telemetry.schema import Column
+from tests.helpers import REPO_ROOT
 
 # information_schema spells some types out; the schema uses PostgreSQL's short names.
 _TYPE_NAMES = {"timestamp with time zone": "timestamptz"}
@@ -97,6 +98,33 @@ def test_a_changed_type_or_comment_is_found(db):
     assert table == ["temp_c: COMMENT 'GPU core temperature, °C' in the schema, "
                      "'GPU temperature' in the database"]
     assert rollup == ["fan_pct_max: type smallint in the schema, integer in the database"]
+
+
+# Where the package records a collector event: event("kind", ...), {"kind": "kind", ...}, and a
+# function's `kind: str = "kind"` default (flush.record_flush).
+_RECORDED_KIND = re.compile(r'\bevent\(\s*"(\w+)"|"kind":\s*"(\w+)"|\bkind: str = "(\w+)"')
+
+
+def recorded_event_kinds() -> set[str]:
+    """Every collector_events kind the source of gpu_telemetry records."""
+    kinds: set[str] = set()
+    for path in (REPO_ROOT / "gpu_telemetry").rglob("*.py"):
+        for match in _RECORDED_KIND.finditer(path.read_text(encoding="utf-8")):
+            kinds.update(group for group in match.groups() if group)
+    return kinds
+
+
+def test_the_kind_comment_names_every_kind_the_code_records(db):
+    """Whoever reads the table (Grafana, psql) learns the kinds from the COMMENT; a kind the
+    code records and the comment lacks, or one the code no longer records, is a migration
+    to write."""
+    recorded = recorded_event_kinds()
+    assert {"source_failed", "outage_reason", "spool_flushed", "spool_dropped"} <= recorded, (
+        "the search for recorded kinds finds none of the known ones: fix _RECORDED_KIND")
+    with db.connect() as conn:
+        _, comment = catalogue(conn, "telemetry.collector_events")["kind"]
+    assert comment is not None
+    assert sorted(comment.split(", ")) == sorted(recorded)
 
 
 # --------------------------------------------------------------- the module on its own
