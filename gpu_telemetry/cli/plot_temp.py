@@ -20,8 +20,9 @@ from pathlib import Path
 
 from gpu_telemetry import REPO_ROOT
 from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
+from gpu_telemetry.schema import plot_metrics
 
-METRIC_NAMES = ("temperature", "power", "sm_clock", "fan", "utilization", "memory_temperature")
+METRIC_NAMES = tuple(plot_metrics())
 
 EXAMPLES = """\
 examples:
