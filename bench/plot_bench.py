@@ -44,8 +44,8 @@ PLAIN = """
 import sys
 sys.path.insert(0, {repo!r})
 sys.argv = ["plot_temp.py", *{args!r}]
-import gpu_telemetry.analysis.series as series
-series.ROLLUP_BUCKET_SEC = 10 ** 9  # never read the rollup: bucket the raw rows
+import gpu_telemetry.db.series as queries
+queries.ROLLUP_BUCKET_SEC = 10 ** 9  # never read the rollup: bucket the raw rows
 sys.path.insert(0, {bin!r})
 import runpy
 runpy.run_path({script!r}, run_name="__main__")

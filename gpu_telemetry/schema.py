@@ -2,14 +2,16 @@
 the one-minute rollup keeps it, and how plots show it.
 
 The parser reads GPU_FIELDS, the sample validates against column_types(), the store writes
-ROW_COLUMNS, plots and the rollup reader take plot_metrics() and rollup_fields(), and
+ROW_COLUMNS, plots and the rollup reader take plot_metrics() and rollup_fields(), the report
+throttle_flags() and its panels' titles and units, and
 tests/test_schema.py holds all of it against the columns and COMMENTs of the database that
 bin/init_db.sh builds, in both directions (docs/architecture.md).
 
 Adding a GPU field is one edit here plus a migration:
 
 1. Add a Column to _READINGS below: name with its unit (`_c`, `_w`, `_pct`, `_mib`, `_mhz`),
-   SQL type, unit, comment, parser kind and XML paths (most preferred first).
+   SQL type, unit, comment, parser kind and XML paths (most preferred first). A field plots
+   draw also gets rollup="stats", its --metric name, axis title and metric_order.
 2. Write the next sql/00N_<what>.sql from migration_sql(name): ALTER TABLE ... ADD COLUMN
    IF NOT EXISTS and COMMENT ON COLUMN for the table, and for a field the rollup keeps
    (rollup="stats") its x_min / x_max / x_sum / x_n columns in telemetry.gpu_telemetry_1m;
@@ -56,7 +58,9 @@ class Column:
     `paths` are tried in order and the first reported value wins; an `@name` path is an
     attribute of the <gpu> element. `counted_in` names the rollup column that counts the
     samples in which this flag is true. `metric` and `label` are the plot's --metric name and
-    axis title. `rollup_comment` is the rollup column's COMMENT where it differs."""
+    axis title, `metric_order` its place in plot_metrics() (the --metric list), `short_label`
+    the axis title where panels are small (the report's picture). `rollup_comment` is the
+    rollup column's COMMENT where it differs."""
 
     name: str
     sql_type: str
@@ -68,6 +72,8 @@ class Column:
     counted_in: str = ""
     metric: str = ""
     label: str = ""
+    metric_order: int = 0
+    short_label: str = ""
     rollup_comment: str = ""
 
     def __post_init__(self):
@@ -156,33 +162,36 @@ _PCIE = "pci/pci_gpu_link_info"
 
 _READINGS: tuple[Column, ...] = (
     _num("temp_c", "smallint", "°C", "temperature/gpu_temp", "GPU core temperature, °C",
-         rollup="stats", metric="temperature", label="GPU temperature"),
+         rollup="stats", metric="temperature", label="GPU temperature", metric_order=1,
+         short_label="temperature"),
     _num("power_draw_w", "real", "W",
          _power("instant_power_draw", "power_draw", "average_power_draw"),
          "board power draw, W (instant, else power_draw, else average)",
-         rollup="stats", metric="power", label="Power draw"),
+         rollup="stats", metric="power", label="Power draw", metric_order=2, short_label="power"),
     _num("power_limit_w", "real", "W",
          _power("current_power_limit", "enforced_power_limit", "power_limit"),
          "power limit in force, W"),
     _num("fan_pct", "smallint", "%", "fan_speed",
          "fan speed, % of maximum (NULL on fanless cards such as the Tesla P40)",
-         rollup="stats", metric="fan", label="Fan"),
+         rollup="stats", metric="fan", label="Fan", metric_order=4),
     Column("pstate", "text", "performance state, P0..P12", None, "pstate",
            ("performance_state",)),
     _num("util_gpu_pct", "smallint", "%", "utilization/gpu_util", "GPU utilisation, %",
-         rollup="stats", metric="utilization", label="GPU utilisation"),
+         rollup="stats", metric="utilization", label="GPU utilisation", metric_order=5),
     _num("util_mem_pct", "smallint", "%", "utilization/memory_util",
          "memory controller utilisation, %"),
     _num("mem_used_mib", "integer", "MiB", "fb_memory_usage/used", "framebuffer used, MiB"),
     _num("mem_total_mib", "integer", "MiB", "fb_memory_usage/total", "framebuffer total, MiB"),
     _num("clocks_gr_mhz", "smallint", "MHz", "clocks/graphics_clock", "graphics clock, MHz"),
     _num("clocks_sm_mhz", "smallint", "MHz", "clocks/sm_clock", "SM clock, MHz",
-         rollup="stats", metric="sm_clock", label="SM clock"),
+         rollup="stats", metric="sm_clock", label="SM clock", metric_order=3,
+         short_label="SM clock"),
     _num("clocks_mem_mhz", "smallint", "MHz", "clocks/mem_clock", "memory clock, MHz"),
     # Thermal investigation.
     _num("memory_temp_c", "smallint", "°C", "temperature/memory_temp",
          "HBM/GDDR temperature, °C",
-         rollup="stats", metric="memory_temperature", label="Memory temperature"),
+         rollup="stats", metric="memory_temperature", label="Memory temperature",
+         metric_order=6),
     _num("temp_tlimit_c", "smallint", "°C", "temperature/gpu_temp_tlimit",
          "headroom to the slowdown temperature (T.Limit), °C"),
     _num("temp_slowdown_c", "smallint", "°C", "temperature/gpu_temp_slow_threshold",
@@ -292,8 +301,16 @@ def counted_in(rollup_column: str) -> tuple[str, ...]:
 
 
 def plot_metrics() -> dict[str, Column]:
-    """--metric name -> column, for the metrics plots draw (all of them kept by the rollup)."""
-    return {column.metric: column for column in ROW if column.metric}
+    """--metric name -> column, for the metrics plots draw (all of them kept by the rollup), in
+    metric_order: the order --metric lists them."""
+    plotted = sorted((column for column in ROW if column.metric),
+                     key=lambda column: column.metric_order)
+    return {column.metric: column for column in plotted}
+
+
+def throttle_flags() -> tuple[str, ...]:
+    """The clock event (throttle) reason flags, in column order."""
+    return tuple(column.name for column in ROW if column.kind == "active")
 
 
 _ROLLUP_OWN = (

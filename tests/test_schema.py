@@ -170,10 +170,18 @@ def test_the_rollup_keeps_numbers_and_counts_flags():
 
 def test_plot_metrics_are_kept_by_the_rollup_and_labelled():
     metrics = schema.plot_metrics()
-    assert set(metrics) == {"temperature", "power", "sm_clock", "fan", "utilization",
-                            "memory_temperature"}
+    # In the order plot_temp.py --help lists them.
+    assert list(metrics) == ["temperature", "power", "sm_clock", "fan", "utilization",
+                             "memory_temperature"]
     for column in metrics.values():
         assert column.rollup == "stats" and column.label and column.unit
+    assert len({column.metric_order for column in metrics.values()}) == len(metrics)
+
+
+def test_the_throttle_flags_are_every_boolean_throttle_column():
+    assert schema.throttle_flags() == tuple(
+        name for name, sql_type in schema.column_types().items()
+        if name.startswith("throttle_") and sql_type == "boolean")
 
 
 def test_row_columns_are_the_sample_head_the_gpu_fields_and_raw_json():

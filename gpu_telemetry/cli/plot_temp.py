@@ -20,8 +20,10 @@ from pathlib import Path
 
 from gpu_telemetry import REPO_ROOT
 from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
+from gpu_telemetry.schema import plot_metrics
+from gpu_telemetry.tags import PROD
 
-METRIC_NAMES = ("temperature", "power", "sm_clock", "fan", "utilization", "memory_temperature")
+METRIC_NAMES = tuple(plot_metrics())
 
 EXAMPLES = """\
 examples:
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.run_id and not (args.start or args.end or args.hours is not None):
         start = end = None  # the run decides
-    exclude = list(args.exclude_status_tag) + (["prod"] if args.exclude_prod else [])
+    exclude = list(args.exclude_status_tag) + ([PROD] if args.exclude_prod else [])
     args.exclude_status_tag = exclude
     filters = Filters(host=args.host, status_tags=tuple(args.status_tag),
                       exclude_tags=tuple(exclude), include_memos=tuple(args.include_memo),

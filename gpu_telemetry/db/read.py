@@ -1,5 +1,5 @@
-"""Reading telemetry back (reports, plots): a connection and SELECTs whose rows are dicts, with
-psycopg's errors turned into the named errors of gpu_telemetry.errors.
+"""Reading telemetry back (reports, plots): a connection and SELECTs whose rows are dicts or
+tuples, with psycopg's errors turned into the named errors of gpu_telemetry.errors.
 
 A role that may not read gets the reader role's hint, not the writer's: reading is what the
 reader role of bin/init_db.sh --reader-role is for.
@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
+from psycopg.abc import Params, Query
 from psycopg.rows import dict_row
 
 from gpu_telemetry.db.errors import first_line, translate
@@ -44,5 +45,14 @@ def select_dicts(conn: psycopg.Connection, sql: str, params: Sequence = ()) -> l
     try:
         with conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(sql, params).fetchall()
+    except psycopg.Error as exc:
+        raise _reading_error(exc) from exc
+
+
+def select_rows(conn: psycopg.Connection, query: Query, params: Params = ()) -> list[tuple]:
+    """Every row of one SELECT (a string or a composed psycopg.sql query), each a tuple in
+    the order of its select list."""
+    try:
+        return conn.execute(query, params).fetchall()
     except psycopg.Error as exc:
         raise _reading_error(exc) from exc

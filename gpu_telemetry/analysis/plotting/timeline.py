@@ -23,19 +23,12 @@ from gpu_telemetry.analysis.axes import note_not_reported, readable_limits  # no
 from gpu_telemetry.analysis.plotting.labels import mpl_text as _mpl_text  # noqa: E402
 from gpu_telemetry.analysis.series import Series  # noqa: E402
 from gpu_telemetry.errors import OutputError  # noqa: E402
+from gpu_telemetry.schema import plot_metrics  # noqa: E402
 from gpu_telemetry.tags import BENCH, IDLE, PROD  # noqa: E402
 
 WIDTH_IN, DPI = 14.0, 100
 PANEL_HEIGHT_IN = 3.2
 
-TITLES = {
-    "temperature": ("GPU temperature", "°C"),
-    "power": ("Power draw", "W"),
-    "sm_clock": ("SM clock", "MHz"),
-    "fan": ("Fan", "%"),
-    "utilization": ("GPU utilisation", "%"),
-    "memory_temperature": ("Memory temperature", "°C"),
-}
 STATUS_COLOURS = {IDLE: "#d8e8f8", PROD: "#dcf0d8", BENCH: "#fbe0c8"}
 OTHER_STATUS_COLOUR = "#eeeeee"
 THERMAL_COLOUR, POWER_COLOUR = "#d62728", "#9467bd"
@@ -148,8 +141,9 @@ def render(series: Series, out: Path, *, title: str | None, tz: ZoneInfo,
     labels_of = {id(gpu): f"{gpu.host}: {gpu.label}" if many_hosts else gpu.label
                  for gpu in series.gpus}
     shaded: set[str] = set()
+    columns = plot_metrics()
     for ax, metric in zip(axes, metrics, strict=True):
-        name, unit = TITLES[metric]
+        name, unit = columns[metric].label, columns[metric].unit
         _draw_status(ax, periods)
         for start, end in gaps:
             ax.axvspan(start, end, facecolor="none", edgecolor=GAP_COLOUR, hatch="//",

@@ -25,17 +25,23 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
 from gpu_telemetry.analysis.thermal import Phase, ThermalSummary, analyse
-from gpu_telemetry.collector.sample import COLUMN_TYPES
 from gpu_telemetry.errors import TelemetryError
+from gpu_telemetry.schema import BY_NAME, IDENTITY_COLUMNS, SAMPLE_HEAD, throttle_flags
 from gpu_telemetry.tags import BENCH
 
 # ---------------------------------------------------------------- what a report reads and shows
 
-THROTTLE_COLUMNS = tuple(column for column, sql_type in COLUMN_TYPES.items()
-                         if column.startswith("throttle_") and sql_type == "boolean")
+THROTTLE_COLUMNS = throttle_flags()
+#: The readings a report analyses and draws, top to bottom: (column, relative panel height).
+#: Temperature on top and taller; SM clock and power each on their own axis (on one twin axis
+#: 1600 MHz and 250 W land on the same line and read as one).
+_PANEL_HEIGHTS = (("temp_c", 3.0), ("clocks_sm_mhz", 1.3), ("power_draw_w", 1.3))
+#: The panels of the picture: (column, axis label, unit, relative height), titled by the schema.
+PANELS = tuple((name, f"{BY_NAME[name].short_label} ({BY_NAME[name].unit})", BY_NAME[name].unit,
+                height) for name, height in _PANEL_HEIGHTS)
 #: The columns of telemetry.gpu_telemetry a report reads.
-COLUMNS = ("ts", "host", "gpu_uuid", "gpu_name", "pci_bus_id", "gpu_index", "status_tag",
-           "status_memo", "run_id", "temp_c", "power_draw_w", "clocks_sm_mhz", *THROTTLE_COLUMNS)
+COLUMNS = (*(column.name for column in SAMPLE_HEAD), *IDENTITY_COLUMNS,
+           *(name for name, _ in _PANEL_HEIGHTS), *THROTTLE_COLUMNS)
 #: The figures of the table: (title, JSON key, unit, digits); unit None is a duration.
 METRICS = (
     ("Bench duration", "bench_s", None, 0),
@@ -54,13 +60,6 @@ METRICS = (
 DIGITS = {"bench_s": 1, "idle_temp_c": 2, "peak_temp_c": 2, "steady_temp_c": 2,
           "rise_90_s": 1, "tau_heat_s": 1, "tau_cool_s": 1, "sm_clock_drop_pct": 2,
           "mean_power_w": 2, "idle_power_w": 2, "degrees_per_watt": 4}
-#: The panels of the picture, top to bottom: (column, axis label, unit, relative height).
-#: Temperature on top and taller; SM clock and power each on their own axis (on one twin axis
-#: 1600 MHz and 250 W land on the same line and read as one).
-PANELS = (("temp_c", "temperature (°C)", "°C", 3.0),
-          ("clocks_sm_mhz", "SM clock (MHz)", "MHz", 1.3),
-          ("power_draw_w", "power (W)", "W", 1.3))
-
 EXIT_NO_ROWS = 1
 IDLE_LOOKBACK = timedelta(minutes=5)
 COOL_LOOKAHEAD = timedelta(minutes=30)
