@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,11 +45,11 @@ from psycopg.types.json import Jsonb  # noqa: E402
 
 from gpu_telemetry.collector.flush import flush_spool  # noqa: E402
 from gpu_telemetry.collector.parser import element_to_json, parse_document  # noqa: E402
-from gpu_telemetry.collector.sample import COLUMN_TYPES, new_sample  # noqa: E402
 from gpu_telemetry.collector.spool import pending_files, read_spool_file, write_spool  # noqa: E402
 from gpu_telemetry.config import Config  # noqa: E402
 from gpu_telemetry.db.store import ROW_COLUMNS  # noqa: E402
-from gpu_telemetry.ops.status import Status  # noqa: E402
+from gpu_telemetry.records import Sample, Status  # noqa: E402
+from gpu_telemetry.schema import GPU_COLUMNS  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "dual-2080-v13.xml"
@@ -95,10 +96,10 @@ def write_master_spool(folder: Path, count: int) -> list[Path]:
     status = Status("bench", "gpu-burn fan=25%", "gpuburn-20260104-000000")
     start = datetime(2026, 1, 4, tzinfo=UTC)
     for i in range(count):
-        gpus = [{**row, "raw_json": element_to_json(reading.elements[row["gpu_uuid"]])
-                 if i % RAW_EVERY_SAMPLES == 0 else None} for row in reading.gpus]
-        sample = new_sample(start + timedelta(seconds=i * INTERVAL_SEC), "x1ai", status, gpus)
-        write_spool(folder, sample, "database unreachable: connection refused")
+        gpus = [replace(gpu, raw_json=element_to_json(reading.elements[gpu.gpu_uuid])
+                        if i % RAW_EVERY_SAMPLES == 0 else None) for gpu in reading.gpus]
+        sample = Sample(start + timedelta(seconds=i * INTERVAL_SEC), "x1ai", status, gpus)
+        write_spool(folder, sample, [], "database unreachable: connection refused")
     return pending_files(folder)
 
 
@@ -121,12 +122,12 @@ def run_floor(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float, in
         with conn.cursor() as cur, cur.copy(
                 f"COPY flush_floor ({', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
             for path in pending_files(spool_dir):
-                sample = read_spool_file(path)
-                head = (sample["ts"], sample["host"], sample["status_tag"],
-                        sample["status_memo"], sample["run_id"])
-                for gpu in sample["gpus"]:
-                    raw = gpu["raw_json"]
-                    copy.write_row((*head, *(gpu[c] for c in COLUMN_TYPES),
+                sample = read_spool_file(path).sample
+                head = (sample.ts, sample.host, sample.status.tag, sample.status.memo,
+                        sample.status.run_id)
+                for gpu in sample.gpus:
+                    raw = gpu.raw_json
+                    copy.write_row((*head, *(getattr(gpu, c) for c in GPU_COLUMNS),
                                     Jsonb(raw) if raw is not None else None))
         conn.commit()
         elapsed = time.perf_counter() - started
@@ -165,7 +166,7 @@ def run_original(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float,
                 for gpu in obj["gpus"]:
                     raw = gpu.get("raw_json")
                     cur.execute(_ORIGINAL_INSERT,
-                                (*head, *(gpu.get(c) for c in COLUMN_TYPES),
+                                (*head, *(gpu.get(c) for c in GPU_COLUMNS),
                                  Jsonb(raw) if raw is not None else None))
             conn.commit()
             path.unlink()

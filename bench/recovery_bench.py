@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,9 +66,8 @@ from bench.flush_bench import (  # noqa: E402
 from bench.flush_bench import run_original as run_per_file  # noqa: E402
 from bench.storage_bench import ORIGINAL_SCHEMA  # noqa: E402
 from gpu_telemetry.collector.parser import element_to_json, parse_document  # noqa: E402
-from gpu_telemetry.collector.sample import new_sample  # noqa: E402
-from gpu_telemetry.collector.spool import _file_stem, pending_files  # noqa: E402
-from gpu_telemetry.ops.status import Status  # noqa: E402
+from gpu_telemetry.collector.spool import file_stem, pending_files  # noqa: E402
+from gpu_telemetry.records import Sample, Status  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 ONE_GPU_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "rtx-3080-v13.xml"
@@ -134,14 +134,15 @@ def write_our_spool(folder: Path, samples: int, document: bytes) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     reading = parse_document(document)
     raws = {uuid: element_to_json(element) for uuid, element in reading.elements.items()}
-    plain = [{**row, "raw_json": None} for row in reading.gpus]
-    with_raw = [{**row, "raw_json": raws[row["gpu_uuid"]]} for row in reading.gpus]
+    plain = reading.gpus
+    with_raw = [replace(gpu, raw_json=raws[gpu.gpu_uuid]) for gpu in reading.gpus]
     for i in range(samples):
         ts = START + timedelta(seconds=i * INTERVAL_SEC, microseconds=123_456)
-        sample = new_sample(ts, HOST, STATUS, with_raw if i % RAW_EVERY_SAMPLES == 0 else plain)
-        body = json.dumps({**sample, "_spool_reason": REASON}, ensure_ascii=False,
+        sample = Sample(ts, HOST, STATUS, with_raw if i % RAW_EVERY_SAMPLES == 0 else plain)
+        document = sample.to_json()
+        body = json.dumps({**document, "_spool_reason": REASON}, ensure_ascii=False,
                           separators=(",", ":")).encode()
-        _write_file(folder, _file_stem(sample), body)
+        _write_file(folder, file_stem(document["ts"], HOST), body)
     return pending_files(folder)
 
 
@@ -150,8 +151,8 @@ def write_original_spool(folder: Path, samples: int, document: bytes) -> list[Pa
     GPU and the whole `nvidia-smi -q -x` output under raw_json.nvidia_smi_q_x, every sample."""
     folder.mkdir(parents=True, exist_ok=True)
     xml = document.decode()
-    gpus = [{"name": row["gpu_name"], "uuid": row["gpu_uuid"], "pci.bus_id": row["pci_bus_id"],
-             "temperature.gpu": row["temp_c"]} for row in parse_document(document).gpus]
+    gpus = [{"name": gpu.gpu_name, "uuid": gpu.gpu_uuid, "pci.bus_id": gpu.pci_bus_id,
+             "temperature.gpu": gpu.temp_c} for gpu in parse_document(document).gpus]
     for i in range(samples):
         ts = START + timedelta(seconds=i * INTERVAL_SEC, microseconds=123_456)
         body = json.dumps({"ts": ts.isoformat(), "host": HOST, "status_tag": STATUS.tag,

@@ -164,8 +164,8 @@ def self_cpu() -> float:
 def query_gpu_lines(document: bytes) -> str:
     """What `nvidia-smi --query-gpu=name,uuid,pci.bus_id,temperature.gpu --format=csv,noheader`
     prints for this document."""
-    return "".join(f"{gpu['gpu_name']}, {gpu['gpu_uuid']}, {gpu['pci_bus_id']}, "
-                   f"{gpu['temp_c']}\n" for gpu in parse_document(document).gpus)
+    return "".join(f"{gpu.gpu_name}, {gpu.gpu_uuid}, {gpu.pci_bus_id}, "
+                   f"{gpu.temp_c}\n" for gpu in parse_document(document).gpus)
 
 
 class Bench:

@@ -14,6 +14,7 @@ import argparse
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,8 +25,8 @@ import psycopg  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
 from gpu_telemetry.collector.parser import element_to_json, parse_document  # noqa: E402
-from gpu_telemetry.collector.sample import validate_sample  # noqa: E402
 from gpu_telemetry.db.store import insert_samples  # noqa: E402
+from gpu_telemetry.records import Sample, Status  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
 
 DOCUMENT = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi" / "rtx-3080-v13.xml"
@@ -65,14 +66,13 @@ def load_ours(conn: psycopg.Connection, samples: int, interval_sec: float,
     store keeps one per RAW_EVERY_SEC, as the loop and the flush do."""
     document = DOCUMENT.read_bytes()
     reading = parse_document(document)
-    uuid = reading.gpus[0]["gpu_uuid"]
-    raw = element_to_json(reading.elements[uuid])
+    gpu = reading.gpus[0]
+    raw = element_to_json(reading.elements[gpu.gpu_uuid])
+    status = Status("idle", "pre gpu-burn idle (baseline) fan=25%")
     batch = []
     for i in range(samples):
-        batch.append(validate_sample({
-            "ts": (START + timedelta(seconds=i * interval_sec)).isoformat(), "host": "x1ai",
-            "status_tag": "idle", "status_memo": "pre gpu-burn idle (baseline) fan=25%",
-            "run_id": None, "gpus": [dict(reading.gpus[0], raw_json=raw)]}))
+        batch.append(Sample(START + timedelta(seconds=i * interval_sec), "x1ai", status,
+                            [replace(gpu, raw_json=raw)]))
         if len(batch) == 1000 or i == samples - 1:
             insert_samples(conn, batch, raw_every_sec)
             batch = []

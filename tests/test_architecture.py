@@ -71,14 +71,7 @@ ALLOWED = {
 }
 
 
-# Arrows still to remove: the store takes the sample's column types from the base with the
-# typed records. Listed so that no new one slips in.
-STILL_TO_MOVE = {("db.store", "collector.sample")}
-
-
 def allowed(importer: str, imported: str) -> bool:
-    if (importer, imported) in STILL_TO_MOVE:
-        return True
     rules = ALLOWED[layer(importer)]
     return layer(imported) in rules or any(
         imported == rule or imported.startswith(rule + ".") for rule in rules if "." in rule)

@@ -12,8 +12,8 @@ import pytest
 from psycopg import sql
 
 from gpu_telemetry import errors
-from gpu_telemetry.collector.sample import validate_sample
 from gpu_telemetry.db import store
+from gpu_telemetry.records import Event, GpuReading, Sample, Status
 from tests.database_errors import (  # noqa: F401 - fixtures
     REFUSED_MEMO,
     reader_env,
@@ -41,10 +41,9 @@ def libpq_env(monkeypatch):
     return use
 
 
-def a_sample(memo: str = "baseline") -> dict:
-    return validate_sample({"ts": datetime.now(UTC).isoformat(), "host": "db-errors-test",
-                            "status_tag": "idle", "status_memo": memo,
-                            "gpus": [{"gpu_uuid": "GPU-db-errors", "temp_c": 40}]})
+def a_sample(memo: str = "baseline") -> Sample:
+    return Sample(datetime.now(UTC), "db-errors-test", Status("idle", memo),
+                  [GpuReading(gpu_uuid="GPU-db-errors", temp_c=40)])
 
 
 def store_one(memo: str = "baseline") -> None:
@@ -120,7 +119,7 @@ def test_a_missing_column_is_schema_missing(db, libpq_env):
         conn.execute("ALTER TABLE telemetry.collector_events RENAME COLUMN detail TO gone")
     libpq_env(db.env)
     with store.connect() as conn, pytest.raises(errors.SchemaMissing, match="detail"):
-        store.insert_events(conn, [(datetime.now(UTC), "h", "k", "d", None, {"a": 1})])
+        store.insert_events(conn, [Event("k", "d", data={"a": 1}, ts=datetime.now(UTC), host="h")])
 
 
 def test_the_reader_role_is_permission_denied_naming_it(reader_env, libpq_env):  # noqa: F811

@@ -421,14 +421,6 @@ NOT_REACHED = {
             "scripts makes the file quarantined",
         74: "the flush writes neither a spool file nor the status file",
     },
-    "plot_temp.py": {
-        69: "nvidia-smi is never run",
-        74: "neither a spool file nor the status file is written (a PNG that cannot be: 73)",
-    },
-    "report_run.py": {
-        69: "nvidia-smi is never run",
-        74: "neither a spool file nor the status file is written (a report that cannot be: 73)",
-    },
 }
 # cli.run returns 1 when the reader of a command's output went away (`| head`): not counted,
 # the troubleshooting page says it once for every Python command.

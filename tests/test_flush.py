@@ -13,9 +13,8 @@ import psycopg
 import pytest
 
 from gpu_telemetry.collector.parser import GPU_COLUMNS, element_to_json, parse_document
-from gpu_telemetry.collector.sample import new_sample
 from gpu_telemetry.collector.spool import spool_lock, write_spool
-from gpu_telemetry.ops.status import Status
+from gpu_telemetry.records import Sample, Status
 from tests.database_errors import (  # noqa: F401 - fixtures
     REFUSED_MEMO,
     WRONG_PASSWORD,
@@ -46,17 +45,23 @@ def spool(tmp_path: Path) -> Path:
 
 
 def sample(seconds: float = 0, *, host: str = "x1ai", fixture: str = "dual-2080-v13.xml",
-           with_raw: bool = False) -> dict:
-    """A sample shaped like collect_once.py's, from a real capture (2 GPUs by default)."""
+           with_raw: bool = False, memo: str = "gpu-burn fan=25%") -> Sample:
+    """A sample as collect_once.py takes it, from a real capture (2 GPUs by default)."""
     reading = parse_document((FIXTURES / fixture).read_bytes())
-    gpus = [{**row, "raw_json": element_to_json(reading.elements[row["gpu_uuid"]])
-             if with_raw else None} for row in reading.gpus]
-    return new_sample(BASE_TS + timedelta(seconds=seconds), host,
-                      Status("bench", "gpu-burn fan=25%", "gpuburn-20260104-000000"), gpus)
+    for gpu in reading.gpus:
+        if with_raw:
+            gpu.raw_json = element_to_json(reading.elements[gpu.gpu_uuid])
+    return Sample(BASE_TS + timedelta(seconds=seconds), host,
+                  Status("bench", memo, "gpuburn-20260104-000000"), reading.gpus)
+
+
+def sample_json(seconds: float = 0, **kwargs) -> dict:
+    """The same in the sample format, as a spool file holds it."""
+    return sample(seconds, **kwargs).to_json()
 
 
 def spool_samples(tmp_path: Path, count: int, **kwargs) -> list[Path]:
-    return [write_spool(spool(tmp_path), sample(i, **kwargs), "database unreachable: test")
+    return [write_spool(spool(tmp_path), sample(i, **kwargs), [], "database unreachable: test")
             for i in range(count)]
 
 
@@ -111,7 +116,7 @@ def test_original_file_is_stored_with_every_column_from_its_xml(db, tmp_path):
     assert (row["temp_c"], row["clocks_sm_mhz"], row["power_limit_w"], row["pstate"],
             row["fan_pct"], row["driver_version"]) == (40, 585, 70.0, "P0", None, "515.105.01")
     assert row["power_draw_w"] == pytest.approx(26.78)
-    expected = parse_document(T4_XML).gpus[0]
+    expected = parse_document(T4_XML).gpus[0].as_dict()
     for column in GPU_COLUMNS:
         want = expected[column]
         assert row[column] == (pytest.approx(want) if isinstance(want, float) else want), column
@@ -152,12 +157,12 @@ def test_original_file_without_readable_xml_falls_back_to_its_four_keys(db, tmp_
 # --- unreadable files -------------------------------------------------------------------------
 
 def _torn() -> bytes:
-    body = json.dumps({**sample(99), "_spool_reason": "x"}).encode()
+    body = json.dumps({**sample_json(99), "_spool_reason": "x"}).encode()
     return body[:len(body) // 2]
 
 
 def _wrong_type() -> bytes:
-    bad = sample(99)
+    bad = sample_json(99)
     bad["gpus"][1]["temp_c"] = "hot"
     return json.dumps(bad).encode()
 
@@ -217,7 +222,7 @@ def test_every_kind_of_bad_file_in_one_run(db, tmp_path):
 def test_non_utf8_byte_inside_a_string_keeps_the_sample(db, tmp_path):
     """read_spool_file decodes with errors="replace", like the XML parser: a stray byte in a memo
     costs that character (U+FFFD), not the whole sample: never lose a sample to bad input."""
-    body = json.dumps({**sample(1), "status_memo": "fan=25% MEMO"}).encode()
+    body = json.dumps({**sample_json(1), "status_memo": "fan=25% MEMO"}).encode()
     write_raw(tmp_path, "20260104000001-latin1.json", body.replace(b"MEMO", b"caf\xe9"))
     spool_samples(tmp_path, 1)
 
@@ -236,7 +241,7 @@ def test_non_utf8_byte_inside_a_string_keeps_the_sample(db, tmp_path):
 def test_text_postgresql_refuses_is_made_storable(db, tmp_path, poison, stored):
     spool_samples(tmp_path, 2)
     write_raw(tmp_path, "20260104000001-poison.json",
-              json.dumps({**sample(99), **poison}).encode())
+              json.dumps({**sample_json(99), **poison}).encode())
 
     result = flush(tmp_path, db)
     assert result.returncode == 0, result.stderr
@@ -249,7 +254,7 @@ def test_text_postgresql_refuses_is_made_storable(db, tmp_path, poison, stored):
 
 def test_json_postgresql_refuses_is_made_storable(db, tmp_path):
     raw = '{"k": "x\\u0000", "nan": NaN, "big": 1e400}'
-    body = json.dumps({**sample(99), "gpus": [{"gpu_uuid": "GPU-1", "raw_json": {}}]})
+    body = json.dumps({**sample_json(99), "gpus": [{"gpu_uuid": "GPU-1", "raw_json": {}}]})
     write_raw(tmp_path, "20260104000001-poison.json",
               body.replace('"raw_json": {}', f'"raw_json": {raw}').encode())
 
@@ -262,7 +267,7 @@ def test_json_postgresql_refuses_is_made_storable(db, tmp_path):
 def test_a_time_out_of_range_is_quarantined_not_blocking(db, tmp_path):
     spool_samples(tmp_path, 2)
     write_raw(tmp_path, "20260104000001-poison.json", json.dumps(
-        {**sample(99), "ts": "0001-01-01T00:00:00+00:00",
+        {**sample_json(99), "ts": "0001-01-01T00:00:00+00:00",
          "gpus": [{"gpu_uuid": "GPU-1", "raw_json": {"k": 1}}]}).encode())
 
     result = flush(tmp_path, db)
@@ -275,7 +280,7 @@ def test_a_time_out_of_range_is_quarantined_not_blocking(db, tmp_path):
 
 def test_temp_files_are_never_flushed_and_stale_ones_are_removed(db, tmp_path):
     spool_samples(tmp_path, 1)
-    body = json.dumps({**sample(50), "_spool_reason": "x"})
+    body = json.dumps({**sample_json(50), "_spool_reason": "x"})
     fresh = write_raw(tmp_path, ".tmp-20260104000050-x1ai-fresh.json", body)
     stale = write_raw(tmp_path, ".tmp-20260104000051-x1ai-stale.json", body)
     eleven_minutes_ago = time.time() - 660
@@ -343,7 +348,8 @@ def test_wait_takes_the_lock_once_the_other_flusher_is_done(db, tmp_path):
 # --- idempotence and batching ----------------------------------------------------------------
 
 def test_the_same_sample_spooled_twice_is_stored_once(db, tmp_path):
-    twice = [write_spool(spool(tmp_path), sample(7), "database unreachable") for _ in range(2)]
+    twice = [write_spool(spool(tmp_path), sample(7), [], "database unreachable")
+             for _ in range(2)]
     assert twice[0] != twice[1] and twice[0].read_bytes() == twice[1].read_bytes()
 
     result = flush(tmp_path, db)
@@ -482,10 +488,9 @@ def test_a_pgport_that_is_not_a_port_exits_78(db, tmp_path):
 def test_a_refused_value_quarantines_its_file_and_the_rest_is_delivered(refusing_db, tmp_path,  # noqa: F811
                                                                          batch):
     good = spool_samples(tmp_path, 3)
-    refused = sample(10)
-    refused["status_memo"] = REFUSED_MEMO
-    refused_path = write_spool(spool(tmp_path), refused, "database unreachable: test")
-    later = write_spool(spool(tmp_path), sample(20), "database unreachable: test")
+    refused = sample(10, memo=REFUSED_MEMO)
+    refused_path = write_spool(spool(tmp_path), refused, [], "database unreachable: test")
+    later = write_spool(spool(tmp_path), sample(20), [], "database unreachable: test")
 
     result = run_script("flush_spool.py", "--batch", batch,
                         env=base_env(tmp_path, refusing_db.env), tmp_path=tmp_path)
@@ -513,10 +518,9 @@ def test_a_refused_value_quarantines_its_file_and_the_rest_is_delivered(refusing
 
 def test_a_refused_sample_does_not_cost_its_neighbours_their_raw_snapshot(refusing_db,  # noqa: F811
                                                                            tmp_path):
-    refused = sample(0, with_raw=True)
-    refused["status_memo"] = REFUSED_MEMO
-    write_spool(spool(tmp_path), refused, "database unreachable: test")
-    write_spool(spool(tmp_path), sample(5, with_raw=True), "database unreachable: test")
+    refused = sample(0, with_raw=True, memo=REFUSED_MEMO)
+    write_spool(spool(tmp_path), refused, [], "database unreachable: test")
+    write_spool(spool(tmp_path), sample(5, with_raw=True), [], "database unreachable: test")
 
     result = run_script("flush_spool.py", env=base_env(tmp_path, refusing_db.env),
                         tmp_path=tmp_path)

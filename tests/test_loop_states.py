@@ -10,6 +10,7 @@ hour of ticks runs in milliseconds.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +19,6 @@ from gpu_telemetry.collector.cadence import MAX_BACKOFF_SEC, Schedule
 from gpu_telemetry.collector.collect import Taken
 from gpu_telemetry.collector.loopstate import BACKLOG_CHECK_EVERY_SEC, LoopState
 from gpu_telemetry.collector.parser import parse_document
-from gpu_telemetry.collector.sample import new_sample
 from gpu_telemetry.errors import (
     DatabaseError,
     DatabaseUnreachable,
@@ -28,7 +28,7 @@ from gpu_telemetry.errors import (
     SchemaMissing,
     SourceError,
 )
-from gpu_telemetry.ops.status import Status
+from gpu_telemetry.records import Event, GpuReading, Sample, Status
 from tests.helpers import FIXTURES
 
 REFUSED = DatabaseUnreachable("database unreachable: connection refused")
@@ -53,9 +53,9 @@ class FakeClock:
         self.now += seconds
 
 
-def gpus_of(fixture: str = "dual-2080-v13.xml", *, keep: int | None = None) -> list[dict]:
-    reading = parse_document((FIXTURES / fixture).read_bytes())
-    return [{**row, "raw_json": None} for row in reading.gpus[:keep]]
+def gpus_of(fixture: str = "dual-2080-v13.xml", *, keep: int | None = None
+            ) -> list[GpuReading]:
+    return parse_document((FIXTURES / fixture).read_bytes()).gpus[:keep]
 
 
 class World:
@@ -71,10 +71,10 @@ class World:
         self.database: DatabaseError | None = None  # what connect/insert raises; None: up
         self.insert_error: DatabaseError | None = None  # raised by insert only
         self.connects = 0
-        self.stored: list[dict] = []
-        self.spooled: list[tuple[str, dict]] = []  # (reason, sample)
-        self.recorded: list[dict] = []  # events the shell writes directly (outage_end)
-        self.flushed: list[dict] = []  # spooled, then drained by the loop
+        self.stored: list[Taken] = []
+        self.spooled: list[tuple[str, Taken]] = []  # (reason, sample and its events)
+        self.recorded: list[Event] = []  # events the shell writes directly (outage_end)
+        self.flushed: list[Taken] = []  # spooled, then drained by the loop
         self.lines: list[str] = []
         self.changes: list[str] = []  # the lines said with --quiet too
         self.call_sec = 0.1
@@ -82,13 +82,12 @@ class World:
     def tick(self) -> None:
         """One tick at the time the schedule asked for: read, store or spool, next tick."""
         state = self.state
-        gpus = [] if self.failure else [dict(g) for g in self.gpus]
+        gpus = [] if self.failure else [replace(g) for g in self.gpus]
         for gpu in gpus:
-            gpu["raw_json"] = {"gpu": gpu["gpu_uuid"]} if state.raw.due(gpu["gpu_uuid"]) else None
-        taken = Taken(new_sample(self.clock.wall(), "h", Status("idle"), gpus), self.failure)
+            gpu.raw_json = {"gpu": gpu.gpu_uuid} if state.raw.due(gpu.gpu_uuid) else None
+        taken = Taken(Sample(self.clock.wall(), "h", Status("idle"), gpus), self.failure)
         self.clock.advance(self.call_sec)
-        sample = taken.sample
-        sample["events"] = state.observe(taken)
+        taken.events = state.observe(taken)
         rejected = None
         if state.want_connection():
             self.connects += 1
@@ -99,21 +98,21 @@ class World:
         if state.connected:
             error = self.insert_error
             if error is None:
-                self.stored.append(sample)
-                self.recorded += state.stored(sample["gpus"])
+                self.stored.append(taken)
+                self.recorded += state.stored(taken.sample.gpus)
                 if state.backlog_check_due():
                     state.backlog_found(bool(self.spooled))
                 if state.drain_wanted():
-                    self.flushed += [sample for _, sample in self.spooled]
+                    self.flushed += [spooled for _, spooled in self.spooled]
                     self.spooled.clear()
                     state.drained(True, "flushed")
             elif not state.store_failed(error):
                 rejected = error
-        if sample not in self.stored:
+        if taken not in self.stored:
             reason, events = state.to_spool(rejected)
-            sample["events"] += events
-            self.spooled.append((reason, sample))
-            state.spooled(sample["gpus"])
+            taken.events += events
+            self.spooled.append((reason, taken))
+            state.spooled(taken.sample.gpus)
         due = state.after_tick()
         for line in state.take_lines():
             self.lines.append(line.text)
@@ -128,10 +127,10 @@ class World:
     def said(self, text: str) -> list[str]:
         return [line for line in self.lines if text in line]
 
-    def events(self, kind: str) -> list[dict]:
-        found = [e for _, s in self.spooled for e in s["events"]]
-        found += [e for s in self.stored + self.flushed for e in s["events"]] + self.recorded
-        return [e for e in found if e["kind"] == kind]
+    def events(self, kind: str) -> list[Event]:
+        found = [e for _, taken in self.spooled for e in taken.events]
+        found += [e for taken in self.stored + self.flushed for e in taken.events]
+        return [e for e in found + self.recorded if e.kind == kind]
 
 
 # -- the schedule ----------------------------------------------------------------------------
@@ -194,7 +193,7 @@ def test_an_outage_is_said_once_and_ends_with_the_spooled_count():
     assert world.said("spooling samples to /spool") == [
         "database unreachable: connection refused; spooling samples to /spool"]
     (end,) = world.events("outage_end")
-    assert end["data"]["spooled"] == 5 and end["data"]["reason"] == str(REFUSED)
+    assert end.data["spooled"] == 5 and end.data["reason"] == str(REFUSED)
     assert len(world.said("database back after")) == 1
     assert "5 sample(s) spooled meanwhile" in world.said("database back after")[0]
     assert len(world.events("outage_start")) == 1
@@ -204,10 +203,10 @@ def test_the_outage_start_travels_with_the_first_spooled_sample():
     world = World()
     world.database = REFUSED
     world.run(3)
-    first, *others = [sample for _, sample in world.spooled]
-    assert [e["kind"] for e in first["events"]] == ["outage_start"]
-    assert first["events"][0]["detail"] == str(REFUSED)
-    assert all(not sample["events"] for sample in others)
+    first, *others = [taken for _, taken in world.spooled]
+    assert [e.kind for e in first.events] == ["outage_start"]
+    assert first.events[0].detail == str(REFUSED)
+    assert all(not taken.events for taken in others)
     assert {reason for reason, _ in world.spooled} == {str(REFUSED)}
 
 
@@ -221,7 +220,7 @@ def test_a_change_of_reason_is_said_and_recorded_once():
     world.run(30)
     assert len(world.changes) == len(set(world.changes)) == 3, world.changes  # none twice
     assert world.said("run bin/init_db.sh") == [f"{NO_SCHEMA}; samples still spooled"]
-    assert [e["detail"] for e in world.events("outage_reason")] == [str(NO_SCHEMA)]
+    assert [e.detail for e in world.events("outage_reason")] == [str(NO_SCHEMA)]
     assert world.spooled[-1][0] == str(NO_SCHEMA)
 
 
@@ -281,11 +280,11 @@ def test_source_failure_and_recovery_are_said_and_recorded_once_per_change():
     world.failure = None
     world.run(3)
     failed = world.events("source_failed")
-    assert [(e["data"]["failure"], e["data"]["exit_code"]) for e in failed] == [
+    assert [(e.data["failure"], e.data["exit_code"]) for e in failed] == [
         ("gpu_lost", 15), ("timeout", None)]
-    assert failed[0]["detail"] == GPU_LOST.message
+    assert failed[0].detail == GPU_LOST.message
     (recovered,) = world.events("source_recovered")
-    assert recovered["data"] == {"failed_samples": 7, "failure": "timeout"}
+    assert recovered.data == {"failed_samples": 7, "failure": "timeout"}
     assert world.said("error: nvidia-smi failed (gpu_lost, exit 15): Unable to determine") != []
     assert len(world.said("GPU is lost")) == 1
     assert world.said("answers again") == ["nvidia-smi answers again after 7 failed sample(s)"]
@@ -309,9 +308,9 @@ def test_a_gpu_lost_and_back_is_told_by_its_uuid():
     world.run(3)
     world.gpus = both
     world.run(3)
-    gone = both[1]["gpu_uuid"]
-    assert [e["gpu_uuid"] for e in world.events("gpu_missing")] == [gone]
-    assert [e["gpu_uuid"] for e in world.events("gpu_back")] == [gone]
+    gone = both[1].gpu_uuid
+    assert [e.gpu_uuid for e in world.events("gpu_missing")] == [gone]
+    assert [e.gpu_uuid for e in world.events("gpu_back")] == [gone]
     assert world.said("is no longer listed") == [
         f"warning: GPU NVIDIA GeForce RTX 2080 (00000000:02:00.0, {gone}) is no longer listed"
         " by nvidia-smi"]
@@ -330,9 +329,9 @@ def test_unreadable_gpus_and_the_status_file_are_said_once_per_change():
     state = World().state
 
     def observe(unreadable: list[str], status_problem: str | None) -> list[str]:
-        taken = Taken(new_sample(datetime.now(UTC), "h", Status(), gpus_of()), None,
+        taken = Taken(Sample(datetime.now(UTC), "h", Status(), gpus_of()), None,
                       unreadable, status_problem)
-        return [e["kind"] for e in state.observe(taken)]
+        return [e.kind for e in state.observe(taken)]
 
     bad = ["GPU 1 (id=00000000:02:00.0) unreadable: no uuid"]
     assert observe(bad, "status file x not found") == ["gpu_unreadable"]
@@ -347,7 +346,7 @@ def test_unreadable_gpus_and_the_status_file_are_said_once_per_change():
 def test_raw_snapshots_once_every_raw_every_sec_per_gpu():
     world = World(interval=5.0, raw_every_sec=60.0)
     world.run(36)  # three minutes
-    with_raw = [[g["raw_json"] is not None for g in s["gpus"]] for s in world.stored]
+    with_raw = [[g.raw_json is not None for g in t.sample.gpus] for t in world.stored]
     assert [i for i, row in enumerate(with_raw) if any(row)] == [0, 12, 24]
     assert all(all(row) for row in with_raw if any(row))  # each GPU on its own clock, both due
 
@@ -355,12 +354,12 @@ def test_raw_snapshots_once_every_raw_every_sec_per_gpu():
 def test_raw_every_sec_zero_keeps_every_snapshot_and_a_seed_counts():
     world = World(raw_every_sec=0)
     world.run(3)
-    assert all(g["raw_json"] for s in world.stored for g in s["gpus"])
+    assert all(g.raw_json for t in world.stored for g in t.sample.gpus)
     seeded = World(raw_every_sec=600)
-    seeded.state.raw.seed({seeded.gpus[0]["gpu_uuid"]: 590.0})  # stored by an earlier run
+    seeded.state.raw.seed({seeded.gpus[0].gpu_uuid: 590.0})  # stored by an earlier run
     seeded.run(3)
-    first = [s["gpus"][0]["raw_json"] for s in seeded.stored]
-    second = [s["gpus"][1]["raw_json"] for s in seeded.stored]
+    first = [t.sample.gpus[0].raw_json for t in seeded.stored]
+    second = [t.sample.gpus[1].raw_json for t in seeded.stored]
     assert [r is not None for r in first] == [False, False, True]  # due 10 s after start
     assert [r is not None for r in second] == [True, False, False]
 
@@ -435,10 +434,10 @@ def test_an_outage_end_that_could_not_be_written_goes_with_the_next_sample():
     state = world.state
     state.connection_opened()
     events = state.stored(world.gpus)
-    assert [e["kind"] for e in events] == ["outage_end"]
+    assert [e.kind for e in events] == ["outage_end"]
     state.unrecorded(events)  # the database failed again right then
     assert state.store_failed(REFUSED)
     _, carried = state.to_spool()
-    assert [e["kind"] for e in carried] == ["outage_start", "outage_end"]
+    assert [e.kind for e in carried] == ["outage_start", "outage_end"]
     state.connection_closed()
     assert not state.connected

@@ -153,8 +153,8 @@ def test_the_document_says_what_the_table_says(expected):
     assert reading.schema_version == expected.doctype
     assert len(reading.gpus) == expected.gpus_in_document
     assert reading.driver_version == expected.driver_version
-    row = reading.gpus[expected.gpu_index]
-    assert list(row) == list(GPU_COLUMNS)
+    row = reading.gpus[expected.gpu_index].as_dict()
+    assert list(row) == [*GPU_COLUMNS, "raw_json"]
     assert {column: row[column] for column in expected.columns} == expected.columns
 
 
@@ -168,51 +168,51 @@ def test_a_fixture_without_doctype_is_named_by_its_drivers_schema(expected):
 
 def test_v10_bus_id_comes_from_the_gpu_id_attribute():
     # nvsmi_device_v10 minimal documents have no <pci_bus_id>, only <gpu id="...">.
-    assert parse_document(read("gtx-1070-ti-v10.xml")).gpus[0]["pci_bus_id"] == "00000000:01:00.0"
+    assert parse_document(read("gtx-1070-ti-v10.xml")).gpus[0].pci_bus_id == "00000000:01:00.0"
 
 
 def test_thermal_fields_v13():
     gpu = parse_document(read("rtx-3080-v13.xml")).gpus[0]
-    assert (gpu["temp_slowdown_c"], gpu["temp_shutdown_c"], gpu["temp_max_operating_c"],
-            gpu["temp_target_c"]) == (95, 98, 93, 83)
-    assert gpu["memory_temp_c"] is None and gpu["temp_tlimit_c"] is None
-    assert gpu["power_avg_w"] == 139.62
-    assert (gpu["power_limit_default_w"], gpu["power_limit_min_w"],
-            gpu["power_limit_max_w"]) == (320.0, 100.0, 336.0)
-    assert gpu["clocks_video_mhz"] == 1710 and gpu["clocks_max_sm_mhz"] == 2100
-    assert (gpu["pcie_gen_cur"], gpu["pcie_gen_max"], gpu["pcie_width_cur"]) == (4, 4, 16)
-    assert (gpu["pcie_tx_kbps"], gpu["pcie_rx_kbps"]) == (1066699, 14742333)
-    assert gpu["throttle_hw_thermal"] is False and gpu["throttle_gpu_idle"] is False
-    assert gpu["throttle_hw_thermal_us"] == 0 and gpu["throttle_sw_power_cap_us"] == 0
-    assert gpu["driver_version"] == "595.58.03"
-    assert gpu["ecc_enabled"] is None  # N/A on GeForce
+    assert (gpu.temp_slowdown_c, gpu.temp_shutdown_c, gpu.temp_max_operating_c,
+            gpu.temp_target_c) == (95, 98, 93, 83)
+    assert gpu.memory_temp_c is None and gpu.temp_tlimit_c is None
+    assert gpu.power_avg_w == 139.62
+    assert (gpu.power_limit_default_w, gpu.power_limit_min_w,
+            gpu.power_limit_max_w) == (320.0, 100.0, 336.0)
+    assert gpu.clocks_video_mhz == 1710 and gpu.clocks_max_sm_mhz == 2100
+    assert (gpu.pcie_gen_cur, gpu.pcie_gen_max, gpu.pcie_width_cur) == (4, 4, 16)
+    assert (gpu.pcie_tx_kbps, gpu.pcie_rx_kbps) == (1066699, 14742333)
+    assert gpu.throttle_hw_thermal is False and gpu.throttle_gpu_idle is False
+    assert gpu.throttle_hw_thermal_us == 0 and gpu.throttle_sw_power_cap_us == 0
+    assert gpu.driver_version == "595.58.03"
+    assert gpu.ecc_enabled is None  # N/A on GeForce
 
 
 def test_v11_throttle_reasons_and_ecc():
     gpu = parse_document(read("a10g-v11.xml")).gpus[0]
-    assert gpu["throttle_gpu_idle"] is True and gpu["throttle_sw_power_cap"] is False
-    assert gpu["throttle_hw_thermal_us"] is None  # counters exist from v13 on
-    assert gpu["remapped_rows_corr"] == 0 and gpu["remapped_rows_pending"] is False
-    assert gpu["ecc_volatile_corrected"] == 0 and gpu["ecc_aggregate_uncorrected"] == 0
-    assert gpu["retired_pages_sbe"] is None
+    assert gpu.throttle_gpu_idle is True and gpu.throttle_sw_power_cap is False
+    assert gpu.throttle_hw_thermal_us is None  # counters exist from v13 on
+    assert gpu.remapped_rows_corr == 0 and gpu.remapped_rows_pending is False
+    assert gpu.ecc_volatile_corrected == 0 and gpu.ecc_aggregate_uncorrected == 0
+    assert gpu.retired_pages_sbe is None
 
 
 def test_retired_pages_on_tesla_t4():
     gpu = parse_document(read("tesla-t4-v11.xml")).gpus[0]
-    assert (gpu["retired_pages_sbe"], gpu["retired_pages_dbe"]) == (0, 0)
-    assert gpu["retired_pages_pending"] is False
-    assert gpu["memory_temp_c"] is None
+    assert (gpu.retired_pages_sbe, gpu.retired_pages_dbe) == (0, 0)
+    assert gpu.retired_pages_pending is False
+    assert gpu.memory_temp_c is None
 
 
 def test_all_power_na_is_null_not_zero():
     gpu = parse_document(read("quadro-p400-v10.xml")).gpus[0]
-    assert gpu["power_draw_w"] is None and gpu["power_limit_w"] is None
-    assert gpu["power_avg_w"] is None
+    assert gpu.power_draw_w is None and gpu.power_limit_w is None
+    assert gpu.power_avg_w is None
 
 
 def test_instant_power_preferred_over_average():
     gpu = parse_document(read("rtx-3060-v12.xml")).gpus[0]
-    assert gpu["power_draw_w"] == 11.63 and gpu["power_avg_w"] == 11.60
+    assert gpu.power_draw_w == 11.63 and gpu.power_avg_w == 11.60
 
 
 def _edit(name: str, old: str, new: str) -> bytes:
@@ -225,38 +225,38 @@ def _edit(name: str, old: str, new: str) -> bytes:
                                     "Requested functionality has been deprecated", ""])
 def test_not_reported_markers_are_null(marker):
     doc = _edit("tesla-t4-v11.xml", "<gpu_temp>40 C</gpu_temp>", f"<gpu_temp>{marker}</gpu_temp>")
-    assert parse_document(doc).gpus[0]["temp_c"] is None
+    assert parse_document(doc).gpus[0].temp_c is None
 
 
 def test_missing_element_is_null():
     doc = _edit("tesla-t4-v11.xml", "<gpu_temp>40 C</gpu_temp>", "")
-    assert parse_document(doc).gpus[0]["temp_c"] is None
+    assert parse_document(doc).gpus[0].temp_c is None
 
 
 def test_out_of_range_number_is_null():
     doc = _edit("tesla-t4-v11.xml", "<gpu_temp>40 C</gpu_temp>",
                 "<gpu_temp>4294967295 C</gpu_temp>")
-    assert parse_document(doc).gpus[0]["temp_c"] is None
+    assert parse_document(doc).gpus[0].temp_c is None
 
 
 def test_unreadable_gpu_does_not_stop_the_others():
     doc = _edit("dual-2080-v13.xml", "<uuid>GPU-12345678-aaaa-bbbb-cccc-0123456789ab</uuid>",
                 "<uuid>N/A</uuid>")
     reading = parse_document(doc)
-    assert [g["pci_bus_id"] for g in reading.gpus] == ["00000000:02:00.0"]
-    assert reading.gpus[0]["gpu_index"] == 1
+    assert [g.pci_bus_id for g in reading.gpus] == ["00000000:02:00.0"]
+    assert reading.gpus[0].gpu_index == 1
     assert len(reading.problems) == 1 and "GPU 0" in reading.problems[0]
 
 
 def test_non_utf8_byte_is_replaced_not_fatal():
     doc = read("tesla-t4-v11.xml").replace(b"Tesla T4", b"Tesla T4 \xff")
-    assert parse_document(doc).gpus[0]["gpu_name"] == "Tesla T4 \ufffd"
+    assert parse_document(doc).gpus[0].gpu_name == "Tesla T4 \ufffd"
 
 
 def test_newer_schema_is_read_as_newest_with_a_warning(capsys):
     doc = read("rtx-3080-v13.xml").replace(b"nvsmi_device_v13.dtd", b"nvsmi_device_v14.dtd")
     reading = parse_document(doc)
-    assert reading.schema_version == 14 and reading.gpus[0]["temp_c"] == 27
+    assert reading.schema_version == 14 and reading.gpus[0].temp_c == 27
     assert "v14" in capsys.readouterr().err
 
 
@@ -284,7 +284,7 @@ def test_truncated_document_is_malformed():
 
 def test_raw_json_is_the_gpu_element():
     reading = parse_document(read("dual-2080-v13.xml"))
-    uuid = reading.gpus[1]["gpu_uuid"]
+    uuid = reading.gpus[1].gpu_uuid
     raw = element_to_json(reading.elements[uuid])
     assert raw["@id"] == "00000000:02:00.0"
     assert raw["uuid"] == "GPU-12345678-aaaa-bbbb-cccc-0123456789ab"
@@ -309,7 +309,7 @@ def test_supported_clocks_are_cut_before_parsing_and_a_torn_list_still_fails():
 def test_every_field_of_the_schema_is_read_from_some_fixture():
     # A field added to gpu_telemetry.schema with a wrong path reads None everywhere.
     fixtures = sorted({gpu.fixture for gpu in GPUS})
-    rows = [row for name in fixtures for row in parse_document(read(name)).gpus]
+    rows = [row.as_dict() for name in fixtures for row in parse_document(read(name)).gpus]
     never = [spec.name for spec in GPU_FIELDS if all(row[spec.name] is None for row in rows)]
     # <gpu_temp_tlimit> is in six of these captures, N/A in all of them.
     assert never == ["temp_tlimit_c"]

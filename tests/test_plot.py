@@ -13,8 +13,8 @@ import pytest
 from bench import synthetic
 from gpu_telemetry.analysis.series import Filters, bucket_seconds, fetch_series
 from gpu_telemetry.collector.parser import parse_document
-from gpu_telemetry.collector.sample import validate_sample
 from gpu_telemetry.db.store import insert_samples
+from gpu_telemetry.records import Sample, Status
 from tests.conftest import database_copy
 from tests.helpers import FIXTURES, base_env, run_script
 
@@ -119,10 +119,9 @@ def test_a_memo_with_quotes_and_sql_is_just_text(db):
     reading = parse_document((FIXTURES / "tesla-t4-v11.xml").read_bytes())
     with db.connect() as conn:
         for i, this_memo in enumerate((memo, "fan=25% plain")):
-            insert_samples(conn, [validate_sample({
-                "ts": (DAY + timedelta(seconds=i)).isoformat(), "host": "x1ai",
-                "status_tag": "bench", "status_memo": this_memo, "run_id": None,
-                "gpus": reading.gpus})], raw_every_sec=600)
+            insert_samples(conn, [Sample(DAY + timedelta(seconds=i), "x1ai",
+                                         Status("bench", this_memo), reading.gpus)],
+                           raw_every_sec=600)
     only = series(db, filters=Filters(include_memos=(memo,)), start=DAY,
                   end=DAY + timedelta(minutes=1))
     assert only.samples == 1
@@ -406,10 +405,8 @@ def test_three_scattered_samples_are_visible(db, tmp_path):
     reading = parse_document((FIXTURES / "tesla-t4-v11.xml").read_bytes())
     with db.connect() as conn:
         synthetic.load(conn, DAY, DAY + timedelta(hours=6), step_sec=60)
-        insert_samples(conn, [validate_sample({
-            "ts": (DAY + timedelta(hours=hour)).isoformat(), "host": "x1ai",
-            "status_tag": "prod", "status_memo": None, "run_id": None,
-            "gpus": reading.gpus}) for hour in (1, 3, 5.5)], raw_every_sec=600)
+        insert_samples(conn, [Sample(DAY + timedelta(hours=hour), "x1ai", Status("prod"),
+                                     reading.gpus) for hour in (1, 3, 5.5)], raw_every_sec=600)
     out = tmp_path / "prod.png"
     result = run_plot(tmp_path, db, "--hours", "6", "--end", (DAY + timedelta(hours=6)).isoformat(),
                       "--status-tag", "prod", "--out", str(out))
@@ -455,10 +452,9 @@ def drawn(db, tmp_path, start, end, metrics=("temperature",), filters=None):
 def test_a_tag_set_status_refuses_is_named_in_the_legend(db, tmp_path):
     reading = parse_document((FIXTURES / "tesla-t4-v11.xml").read_bytes())
     with db.connect() as conn:
-        insert_samples(conn, [validate_sample({
-            "ts": (DAY + timedelta(seconds=5 * i)).isoformat(), "host": "x1ai",
-            "status_tag": "weird" if i < 10 else "idle", "status_memo": None, "run_id": None,
-            "gpus": reading.gpus}) for i in range(20)], raw_every_sec=600)
+        insert_samples(conn, [Sample(DAY + timedelta(seconds=5 * i), "x1ai",
+                                     Status("weird" if i < 10 else "idle"), reading.gpus)
+                              for i in range(20)], raw_every_sec=600)
     _, picture = drawn(db, tmp_path, DAY, DAY + timedelta(minutes=2))
     assert "status weird" in picture.legend and "status idle" in picture.legend
 
@@ -467,10 +463,8 @@ def test_some_gpus_without_the_metric_are_named_in_the_panel(db, tmp_path):
     a100 = parse_document((FIXTURES / "a100-sxm4-v12.xml").read_bytes()).gpus
     with db.connect() as conn:
         synthetic.load(conn, DAY, DAY + timedelta(minutes=5), step_sec=5)
-        insert_samples(conn, [validate_sample({
-            "ts": (DAY + timedelta(seconds=5 * i)).isoformat(), "host": "x1ai",
-            "status_tag": "idle", "status_memo": None, "run_id": None, "gpus": a100})
-            for i in range(60)], raw_every_sec=600)
+        insert_samples(conn, [Sample(DAY + timedelta(seconds=5 * i), "x1ai", Status("idle"),
+                                     a100) for i in range(60)], raw_every_sec=600)
     reduced, picture = drawn(db, tmp_path, DAY, DAY + timedelta(minutes=5),
                              metrics=("temperature", "memory_temperature", "fan"))
     # The A100 reports a memory temperature, the P40s do not; none of them has a fan.

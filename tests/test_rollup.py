@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gpu_telemetry.collector.sample import validate_sample
+from gpu_telemetry.collector.sample import sample_from_json
 from gpu_telemetry.db.store import insert_samples
 from gpu_telemetry.schema import counted_in, rollup_fields
 
@@ -40,7 +40,7 @@ def synthetic_samples(count: int, seed: int = 7) -> list[dict]:
         samples.append({"ts": (START + timedelta(seconds=2 * i)).isoformat(), "host": "x1ai",
                         "status_tag": tag, "status_memo": f"{tag} fan=25%", "run_id": None,
                         "gpus": gpus})
-    return [validate_sample(sample) for sample in samples]
+    return [sample_from_json(sample).sample for sample in samples]
 
 
 def compare(conn) -> list:

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpu_telemetry.collector.parser import element_to_json, parse_document
-from gpu_telemetry.collector.sample import default_host, event, new_sample, now_utc, validate_sample
+from gpu_telemetry.collector.sample import default_host, now_utc
 from gpu_telemetry.collector.source import read_nvidia_smi
 from gpu_telemetry.collector.spool import SpoolCap, write_spool
 from gpu_telemetry.config import Config
 from gpu_telemetry.db.store import connect, insert_samples
 from gpu_telemetry.errors import EXIT_OK, EXIT_SOURCE_FAILED, DatabaseError, SourceError
 from gpu_telemetry.ops.status import read_status
+from gpu_telemetry.records import Event, Sample, format_ts
 
 
 def warn(message: str) -> None:
@@ -23,17 +24,18 @@ def warn(message: str) -> None:
 
 @dataclass
 class Taken:
-    """One reading as a JSON-able sample, and what went wrong while taking it."""
+    """One reading, the events that go with it, and what went wrong while taking it."""
 
-    sample: dict
+    sample: Sample
     failure: SourceError | None = None
     unreadable: list[str] = field(default_factory=list)  # one line per GPU that was skipped
     status_problem: str | None = None
+    events: list[Event] = field(default_factory=list)
 
-    def failure_event(self) -> dict:
-        failure = self.failure
-        return event("source_failed", failure.message,
-                     data={"failure": failure.kind, "exit_code": failure.returncode})
+
+def failure_event(failure: SourceError) -> Event:
+    return Event("source_failed", failure.message,
+                 data={"failure": failure.kind, "exit_code": failure.returncode})
 
 
 def take_sample(config: Config, host: str,
@@ -46,13 +48,11 @@ def take_sample(config: Config, host: str,
         reading = parse_document(read_nvidia_smi(config.nvidia_smi,
                                                  config.nvidia_smi_timeout_sec))
     except SourceError as failure:
-        return Taken(new_sample(ts, host, status, []), failure, [], status_problem)
-    gpus = []
-    for row in reading.gpus:
-        uuid = row["gpu_uuid"]
-        raw = element_to_json(reading.elements[uuid]) if raw_due(uuid) else None
-        gpus.append({**row, "raw_json": raw})
-    return Taken(new_sample(ts, host, status, gpus), None, reading.problems, status_problem)
+        return Taken(Sample(ts, host, status), failure, [], status_problem)
+    for gpu in reading.gpus:
+        if raw_due(gpu.gpu_uuid):
+            gpu.raw_json = element_to_json(reading.elements[gpu.gpu_uuid])
+    return Taken(Sample(ts, host, status, reading.gpus), None, reading.problems, status_problem)
 
 
 def take_one_shot(config: Config, *, with_raw: bool) -> Taken:
@@ -60,12 +60,11 @@ def take_one_shot(config: Config, *, with_raw: bool) -> Taken:
     taken = take_sample(config, default_host(), lambda gpu_uuid: with_raw)
     if taken.status_problem:
         warn(taken.status_problem)
-    events = [taken.failure_event()] if taken.failure else []
+    if taken.failure:
+        taken.events.append(failure_event(taken.failure))
     for line in taken.unreadable:
         warn(line)
-        events.append(event("gpu_unreadable", line))
-    if events:
-        taken.sample["events"] = events
+        taken.events.append(Event("gpu_unreadable", line))
     return taken
 
 
@@ -83,13 +82,15 @@ def store_or_spool(config: Config, taken: Taken) -> int:
     """Store the sample; when the database cannot take it, spool it and exit with the code of
     the named error: 75 unreachable, 78 schema missing or login refused, 77 permission denied,
     65 a refused value (a nvidia-smi failure still exits 69)."""
-    sample = validate_sample(taken.sample)
+    sample = taken.sample
     try:
         with connect() as conn:
-            inserted, offered = insert_samples(conn, [sample], config.raw_every_sec)
+            inserted, offered = insert_samples(conn, [sample], config.raw_every_sec,
+                                               [e.placed(sample.ts, sample.host)
+                                                for e in taken.events])
     except DatabaseError as exc:
         reason = str(exc)
-        path = write_spool(config.spool_dir, taken.sample, reason)
+        path = write_spool(config.spool_dir, sample, taken.events, reason)
         dropped = SpoolCap(config.spool_dir, config.spool_max_mb).after_write(path)
         if dropped:
             warn(f"spool over SPOOL_MAX_MB={config.spool_max_mb:g}: dropped the {dropped} "
@@ -100,8 +101,8 @@ def store_or_spool(config: Config, taken: Taken) -> int:
         return exc.exit_code
     if taken.failure is not None:
         return _report(taken, "event recorded")
-    names = ", ".join(f"{g['gpu_name']} {g['temp_c']} C" for g in sample["gpus"])
-    print(f"stored {inserted} of {offered} GPU rows at {taken.sample['ts']} ({names})")
+    names = ", ".join(f"{gpu.gpu_name} {gpu.temp_c} C" for gpu in sample.gpus)
+    print(f"stored {inserted} of {offered} GPU rows at {format_ts(sample.ts)} ({names})")
     return EXIT_OK
 
 
@@ -110,7 +111,7 @@ def collect_once(config: Config, *, dry_run: bool = False, raw: bool = False) ->
         taken = take_one_shot(config, with_raw=raw)
         if taken.failure is not None:
             return _report(taken, "nothing stored (dry run)")
-        json.dump(taken.sample, sys.stdout, ensure_ascii=False)
+        json.dump(taken.sample.to_json(taken.events), sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
         return EXIT_OK
     return store_or_spool(config, take_one_shot(config, with_raw=True))

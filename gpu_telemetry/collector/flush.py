@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from gpu_telemetry.collector.sample import InvalidSample, default_host, now_utc, validate_sample
+from gpu_telemetry.collector.sample import (
+    InvalidSample,
+    Spooled,
+    default_host,
+    event_from_json,
+    now_utc,
+    parse_ts,
+    storable_json,
+)
 from gpu_telemetry.collector.spool import (
     clean_stale_temp_files,
     clear_ledger,
@@ -23,6 +31,7 @@ from gpu_telemetry.collector.spool import (
 from gpu_telemetry.config import Config
 from gpu_telemetry.db.store import Connection, connect, insert_events, insert_samples, prune
 from gpu_telemetry.errors import DatabaseError, RejectedValue
+from gpu_telemetry.records import Event, storable_text
 
 DEFAULT_BATCH_SAMPLES = 1000
 
@@ -42,12 +51,12 @@ class FlushResult:
     last_ts: datetime | None = None
     complete: bool = True
 
-    def add(self, samples: list[dict], inserted: int, offered: int) -> None:
-        self.samples += len(samples)
+    def add(self, spooled: list[Spooled], inserted: int, offered: int) -> None:
+        self.samples += len(spooled)
         self.rows_inserted += inserted
         self.rows_offered += offered
-        first = min(sample["ts"] for sample in samples)
-        last = max(sample["ts"] for sample in samples)
+        first = min(entry.sample.ts for entry in spooled)
+        last = max(entry.sample.ts for entry in spooled)
         self.first_ts = min(first, self.first_ts) if self.first_ts else first
         self.last_ts = max(last, self.last_ts) if self.last_ts else last
 
@@ -90,7 +99,7 @@ class Progress:
 
 
 def _load_batch(config: Config, paths: list[Path], result: FlushResult
-                ) -> tuple[list[dict], list[Path]]:
+                ) -> tuple[list[Spooled], list[Path]]:
     samples, good = [], []
     for path in paths:
         try:
@@ -106,12 +115,14 @@ def _load_batch(config: Config, paths: list[Path], result: FlushResult
     return samples, good
 
 
-def _store_batch(config: Config, conn: Connection, samples: list[dict], paths: list[Path],
+def _store_batch(config: Config, conn: Connection, samples: list[Spooled], paths: list[Path],
                  result: FlushResult) -> None:
     """Store one batch and delete its files after the COMMIT. When the database refuses a value,
     the batch is stored again one sample at a time and the refused file goes to spool/bad/."""
     try:
-        inserted, offered = insert_samples(conn, samples, config.raw_every_sec)
+        inserted, offered = insert_samples(conn, [entry.sample for entry in samples],
+                                           config.raw_every_sec,
+                                           [event for entry in samples for event in entry.events])
     except RejectedValue as exc:
         if len(samples) == 1:
             target = quarantine(config.spool_dir, paths[0], str(exc))
@@ -172,19 +183,22 @@ def record_drops(conn: Connection, config: Config) -> int:
               f"{config.spool_max_mb:g}, oldest first)")
     if ledger.get("first_ts"):
         detail += f", taken {ledger['first_ts']} to {ledger['last_ts']}"
-    carried = {"ts": ledger.get("last_ts") or now_utc().isoformat(), "host": default_host(),
-               "gpus": [], "events": [
-                   event for event in ledger.get("events") or [] if isinstance(event, dict)]}
-    carried["events"].append({"ts": carried["ts"], "kind": "spool_dropped", "detail": detail,
-                              "data": {key: ledger.get(key)
-                                       for key in ("samples", "first_ts", "last_ts", "note")}})
+    host = default_host()
     try:
-        sample = validate_sample(carried)
+        ts = parse_ts(ledger.get("last_ts"))
     except InvalidSample:
-        sample = validate_sample({**carried, "ts": now_utc().isoformat(),
-                                  "events": carried["events"][-1:]})
+        ts = now_utc()
+    events = []
+    for entry in ledger.get("events") or []:
+        try:
+            events.append(event_from_json(entry, ts, host))
+        except InvalidSample:
+            continue  # a damaged entry of the ledger costs that entry, not the count
+    counted = {key: ledger.get(key) for key in ("samples", "first_ts", "last_ts", "note")}
+    events.append(Event("spool_dropped", storable_text(detail), ts=ts, host=host,
+                        data=storable_json(counted)))
     try:
-        insert_samples(conn, [sample], config.raw_every_sec)
+        insert_events(conn, events)
     except RejectedValue as exc:
         print(f"warning: spool cap ledger not recorded: {exc}", file=sys.stderr)
         return 0
@@ -204,7 +218,8 @@ def record_flush(conn: Connection, result: FlushResult, kind: str = "spool_flush
         "quarantined": len(result.quarantined),
         **extra,
     }
-    insert_events(conn, [(now_utc(), default_host(), kind, result.summary(), None, data)])
+    insert_events(conn, [Event(kind, result.summary(), data=data, ts=now_utc(),
+                               host=default_host())])
 
 
 def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,

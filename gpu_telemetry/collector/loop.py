@@ -24,7 +24,7 @@ from datetime import timedelta
 from gpu_telemetry.collector.collect import Taken, take_sample
 from gpu_telemetry.collector.flush import deliver, record_flush
 from gpu_telemetry.collector.loopstate import LoopState
-from gpu_telemetry.collector.sample import default_host, now_utc, validate_sample
+from gpu_telemetry.collector.sample import default_host, now_utc
 from gpu_telemetry.collector.spool import (
     SpoolBusy,
     SpoolCap,
@@ -33,8 +33,15 @@ from gpu_telemetry.collector.spool import (
     write_spool,
 )
 from gpu_telemetry.config import Config
-from gpu_telemetry.db.store import Connection, connect, insert_samples, last_raw_times
+from gpu_telemetry.db.store import (
+    Connection,
+    connect,
+    insert_events,
+    insert_samples,
+    last_raw_times,
+)
 from gpu_telemetry.errors import DatabaseError, RejectedValue, SpoolError
+from gpu_telemetry.records import Event
 
 CONNECT_WAIT_SEC = 1.0
 
@@ -157,9 +164,7 @@ class CollectorLoop:
 
     def tick(self) -> None:
         taken = take_sample(self.config, self.host, self.state.raw.due)
-        events = self.state.observe(taken)
-        if events:
-            taken.sample["events"] = events
+        taken.events = self.state.observe(taken)
         self._say_decided()
         self._store(taken)
 
@@ -211,33 +216,33 @@ class CollectorLoop:
         self.conn = None
 
     def _store(self, taken: Taken) -> None:
-        sample = validate_sample(taken.sample)
+        sample = taken.sample
         conn = self._connection()
         rejected = None
         if conn is not None:
             try:
-                insert_samples(conn, [sample], self.config.raw_every_sec)
+                insert_samples(conn, [sample], self.config.raw_every_sec,
+                               [e.placed(sample.ts, sample.host) for e in taken.events])
             except DatabaseError as exc:
                 if self.state.store_failed(exc):
                     self._drop_connection()
                 else:
                     rejected = exc  # this sample only: spooled for flush_spool.py
             else:
-                self._record(conn, self.state.stored(sample["gpus"]))
+                self._record(conn, self.state.stored(sample.gpus))
                 self._say_decided()
                 self._drain(conn)
                 return
         self._spool(taken, rejected)
 
-    def _record(self, conn: Connection, events: list[dict]) -> None:
-        """Events of the loop itself (an outage's end), as a sample without GPU rows; when the
-        database fails right then, they go with the next sample."""
+    def _record(self, conn: Connection, events: list[Event]) -> None:
+        """Events of the loop itself (an outage's end), stored on their own; when the database
+        fails right then, they go with the next sample."""
         if not events:
             return
-        carrier = validate_sample({"ts": events[-1].get("ts") or now_utc().isoformat(),
-                                   "host": self.host, "gpus": [], "events": events})
+        now = now_utc()
         try:
-            insert_samples(conn, [carrier], self.config.raw_every_sec)
+            insert_events(conn, [e.placed(now, self.host) for e in events])
         except DatabaseError as exc:
             self.state.unrecorded(events)
             if self.state.store_failed(exc):
@@ -245,14 +250,13 @@ class CollectorLoop:
 
     def _spool(self, taken: Taken, rejected: RejectedValue | None) -> None:
         reason, events = self.state.to_spool(rejected)
-        if events:
-            taken.sample.setdefault("events", []).extend(events)
         try:
-            path = write_spool(self.config.spool_dir, taken.sample, reason)
+            path = write_spool(self.config.spool_dir, taken.sample, [*taken.events, *events],
+                               reason)
         except SpoolError as exc:
             self.state.spool_failed(exc, events)
             return
-        self.state.spooled(taken.sample["gpus"], self.cap.after_write(path),
+        self.state.spooled(taken.sample.gpus, self.cap.after_write(path),
                            self.config.spool_max_mb)
 
     def _drain(self, conn: Connection) -> None:

@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from gpu_telemetry.collector.cadence import Backoff, Line, RawCadence, Schedule
-from gpu_telemetry.collector.sample import event
 from gpu_telemetry.errors import DatabaseError, RejectedValue, SourceError
+from gpu_telemetry.records import Event, GpuReading
 
 if TYPE_CHECKING:
     from gpu_telemetry.collector.collect import Taken
@@ -29,18 +29,14 @@ BACKLOG_CHECK_EVERY_SEC = 60.0
 NOT_CONNECTED_YET = "database not connected yet"
 
 
-def reading_line(gpus: list[dict]) -> str:
+def reading_line(gpus: list[GpuReading]) -> str:
     def value(number, unit):
         return "-" if number is None else f"{number:g}{unit}"
 
     return " | ".join(
-        f"GPU{g['gpu_index']} {value(g['temp_c'], 'C')} {value(g['power_draw_w'], 'W')} "
-        f"{g['pstate'] or '-'} {value(g['clocks_sm_mhz'], 'MHz')}"
+        f"GPU{g.gpu_index} {value(g.temp_c, 'C')} {value(g.power_draw_w, 'W')} "
+        f"{g.pstate or '-'} {value(g.clocks_sm_mhz, 'MHz')}"
         for g in gpus) or "no GPU"
-
-
-def gpu_label(gpu: dict) -> str:
-    return f"{gpu['gpu_name']} ({gpu['pci_bus_id']}, {gpu['gpu_uuid']})"
 
 
 @dataclass
@@ -88,7 +84,7 @@ class LoopState:
         self.connected = False
         self.reason = NOT_CONNECTED_YET
         self.outage: Outage | None = None
-        self.pending_events: list[dict] = []  # reason changes, recorded with the next sample
+        self.pending_events: list[Event] = []  # reason changes, recorded with the next sample
         self.said_rejected: str | None = None
         self.backlog = backlog
         self.next_backlog_check = clock() + BACKLOG_CHECK_EVERY_SEC
@@ -123,12 +119,12 @@ class LoopState:
 
     # -- the reading -------------------------------------------------------------------------
 
-    def observe(self, taken: Taken) -> list[dict]:
+    def observe(self, taken: Taken) -> list[Event]:
         """A reading was taken: the events its sample carries (source failed or recovered,
         GPUs unreadable, missing or back), each once per change."""
         self.samples += 1
         events = [*self._source_events(taken.failure, taken.unreadable),
-                  *self._gpu_events(taken.failure, taken.sample["gpus"])]
+                  *self._gpu_events(taken.failure, taken.sample.gpus)]
         self._note_status(taken.status_problem)
         return events
 
@@ -137,14 +133,14 @@ class LoopState:
             self.say(f"warning: {problem}" if problem else "status file readable again")
             self.said_status_problem = problem
 
-    def _source_events(self, failure: SourceError | None, unreadable: list[str]) -> list[dict]:
+    def _source_events(self, failure: SourceError | None, unreadable: list[str]) -> list[Event]:
         events = []
         if failure is not None:
             state = (failure.kind, failure.message)
             if state != self.source_state:
                 code = f", exit {failure.returncode}" if failure.returncode is not None else ""
                 self.say(f"error: nvidia-smi failed ({failure.kind}{code}): {failure.message}")
-                events.append(event("source_failed", failure.message,
+                events.append(Event("source_failed", failure.message,
                                     data={"failure": failure.kind,
                                           "exit_code": failure.returncode}))
             self.source_state = state
@@ -152,7 +148,7 @@ class LoopState:
         elif self.source_state is not None:
             detail = f"nvidia-smi answers again after {self.source_failures} failed sample(s)"
             self.say(detail)
-            events.append(event("source_recovered", detail,
+            events.append(Event("source_recovered", detail,
                                 data={"failed_samples": self.source_failures,
                                       "failure": self.source_state[0]}))
             self.source_state = None
@@ -160,28 +156,28 @@ class LoopState:
         if unreadable != self.said_unreadable:
             for line in unreadable:
                 self.say(f"warning: {line}")
-                events.append(event("gpu_unreadable", line))
+                events.append(Event("gpu_unreadable", line))
             self.said_unreadable = list(unreadable)
         return events
 
-    def _gpu_events(self, failure: SourceError | None, gpus: list[dict]) -> list[dict]:
+    def _gpu_events(self, failure: SourceError | None, gpus: list[GpuReading]) -> list[Event]:
         """GPUs are compared by uuid between readings; a failed reading lists none, which
         says nothing about any one GPU."""
         if failure is not None:
             return []
-        current = {gpu["gpu_uuid"]: gpu_label(gpu) for gpu in gpus}
+        current = {gpu.gpu_uuid: gpu.label() for gpu in gpus}
         events = []
         if self.known_gpus is not None:
             for uuid, label in self.known_gpus.items():
                 if uuid not in current:
                     detail = f"GPU {label} is no longer listed by nvidia-smi"
                     self.say(f"warning: {detail}")
-                    events.append(event("gpu_missing", detail, gpu_uuid=uuid))
+                    events.append(Event("gpu_missing", detail, gpu_uuid=uuid))
             for uuid, label in current.items():
                 if uuid not in self.known_gpus and uuid in self.seen_gpus:
                     detail = f"GPU {label} is listed again"
                     self.say(detail)
-                    events.append(event("gpu_back", detail, gpu_uuid=uuid))
+                    events.append(Event("gpu_back", detail, gpu_uuid=uuid))
         self.known_gpus = current
         self.seen_gpus.update(current)
         return events
@@ -215,11 +211,11 @@ class LoopState:
         if reason not in outage.reasons:
             outage.reasons.append(reason)
         self.say(f"{reason}; samples still spooled")
-        self.pending_events.append(event("outage_reason", reason, ts=self.wall()))
+        self.pending_events.append(Event("outage_reason", reason, ts=self.wall()))
 
     # -- storing and spooling ----------------------------------------------------------------
 
-    def stored(self, gpus: list[dict]) -> list[dict]:
+    def stored(self, gpus: list[GpuReading]) -> list[Event]:
         """A sample was stored: the events to record now (the end of an outage, reasons not
         yet recorded)."""
         self.backoff.succeeded()
@@ -232,7 +228,7 @@ class LoopState:
             detail = (f"database back after {seconds:.0f} s; {outage.spooled} sample(s) "
                       "spooled meanwhile")
             self.say(detail)
-            events.append(event("outage_end", detail, ts=self.wall(), data={
+            events.append(Event("outage_end", detail, ts=self.wall(), data={
                 "spooled": outage.spooled, "seconds": round(seconds, 3),
                 "reason": outage.reason, "reasons": outage.reasons}))
         return events
@@ -252,7 +248,7 @@ class LoopState:
         self.backoff.failed()
         return True
 
-    def to_spool(self, rejected: RejectedValue | None = None) -> tuple[str, list[dict]]:
+    def to_spool(self, rejected: RejectedValue | None = None) -> tuple[str, list[Event]]:
         """A sample goes to the spool: the reason its file carries, and the events to add to
         it (the outage's start, reason changes). A rejected sample starts no outage."""
         if rejected is not None:
@@ -262,11 +258,11 @@ class LoopState:
             self.outage = Outage(started=self.clock(),
                                  reason=self.reason, latest=self.reason, reasons=[self.reason])
             self.say(f"{self.reason}; spooling samples to {self.spool_label}")
-            self.pending_events.insert(0, event("outage_start", self.reason, ts=started))
+            self.pending_events.insert(0, Event("outage_start", self.reason, ts=started))
         events, self.pending_events = self.pending_events, []
         return self.reason, events
 
-    def spooled(self, gpus: list[dict], dropped: int = 0, cap_mb: float = 0.0) -> None:
+    def spooled(self, gpus: list[GpuReading], dropped: int = 0, cap_mb: float = 0.0) -> None:
         if self.outage is not None:
             self.outage.spooled += 1
         self.backlog = True
@@ -275,13 +271,13 @@ class LoopState:
             self.say(f"warning: spool over SPOOL_MAX_MB={cap_mb:g}: dropped the {dropped} "
                      "oldest sample(s) (recorded once the database is back)")
 
-    def spool_failed(self, error: Exception, events: list[dict]) -> None:
+    def spool_failed(self, error: Exception, events: list[Event]) -> None:
         """The spool could not be written: the sample is lost (said each time: it is), and the
         events it carried wait for the next sample."""
         self.say(f"error: sample lost: {error}")
         self.unrecorded(events)
 
-    def unrecorded(self, events: list[dict]) -> None:
+    def unrecorded(self, events: list[Event]) -> None:
         """Events the shell could not write: they go with the next sample, stored or spooled."""
         self.pending_events[:0] = events
 

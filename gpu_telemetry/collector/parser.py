@@ -1,4 +1,5 @@
-"""Parse `nvidia-smi -q -x` documents into typed, unit-free rows. Pure: text in, dicts out.
+"""Parse `nvidia-smi -q -x` documents into typed, unit-free readings. Pure: text in, records
+out (gpu_telemetry.records.GpuReading, one per GPU).
 
 Which columns there are, their SQL types and where each schema version keeps the value is
 gpu_telemetry.schema's GPU_FIELDS. Versions differ mostly by renames (v12 moved
@@ -17,9 +18,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from gpu_telemetry.errors import SourceError
+from gpu_telemetry.records import MAX_TEXT_CHARS, GpuReading
 from gpu_telemetry.schema import DRIVER_VERSION, GPU_COLUMNS, GPU_FIELDS, Column
 
-# GPU_COLUMNS: the keys of every row parse_gpu returns, in order.
+# GPU_COLUMNS: the fields parse_gpu fills, in order.
 __all__ = ["GPU_COLUMNS", "Reading", "element_to_json", "parse_document", "parse_gpu",
            "schema_version"]
 
@@ -53,9 +55,9 @@ _DTD_VERSION = re.compile(rb"nvsmi_device_v(\d+)\.dtd")
 
 @dataclass
 class Reading:
-    """What one document says: a row per readable GPU, and a line per GPU that was not."""
+    """What one document says: a reading per readable GPU, and a line per GPU that was not."""
 
-    gpus: list[dict]
+    gpus: list[GpuReading]
     problems: list[str] = field(default_factory=list)
     schema_version: int | None = None
     driver_version: str | None = None
@@ -128,7 +130,7 @@ def _value(gpu: dict, spec: Column):
         if spec.kind == "number":
             value = _number(text, spec.sql_type)
         elif spec.kind == "text":
-            value = text
+            value = text[:MAX_TEXT_CHARS]
         elif spec.kind == "pstate":
             value = text if _PSTATE.match(text) else None
         elif spec.kind == "active":
@@ -143,8 +145,8 @@ def _value(gpu: dict, spec: Column):
     return None
 
 
-def parse_gpu(element: ET.Element, index: int, driver_version: str | None) -> dict:
-    """One <gpu> element to one row. Raises ValueError when the GPU has no identity."""
+def parse_gpu(element: ET.Element, index: int, driver_version: str | None) -> GpuReading:
+    """One <gpu> element to one reading. Raises ValueError when the GPU has no identity."""
     gpu = _leaves(element)
     for name, value in element.attrib.items():
         gpu[f"@{name}"] = value
@@ -158,7 +160,7 @@ def parse_gpu(element: ET.Element, index: int, driver_version: str | None) -> di
             row[spec.name] = _value(gpu, spec)
     if row["gpu_uuid"] is None:
         raise ValueError("no uuid")
-    return row
+    return GpuReading(**row)
 
 
 def schema_version(document: bytes) -> int | None:
@@ -219,13 +221,13 @@ def parse_document(document: bytes | str) -> Reading:
         except (ValueError, TypeError, AttributeError) as exc:
             reading.problems.append(f"GPU {index} (id={gpu.get('id')}) unreadable: {exc}")
             continue
-        if row["gpu_uuid"] in reading.elements:
+        if row.gpu_uuid in reading.elements:
             # Two GPUs with one UUID (seen in anonymised captures, e.g. dual-2080-v13.xml) would
             # collapse into one row under the (ts, host, gpu_uuid) key; the bus id tells them
             # apart, so the second reading is kept rather than silently dropped.
-            row["gpu_uuid"] = f"{row['gpu_uuid']}@{row['pci_bus_id'] or index}"
+            row.gpu_uuid = f"{row.gpu_uuid}@{row.pci_bus_id or index}"
         reading.gpus.append(row)
-        reading.elements[row["gpu_uuid"]] = gpu
+        reading.elements[row.gpu_uuid] = gpu
     if not reading.gpus:
         detail = "; ".join(reading.problems) or "the document lists no GPU"
         raise SourceError("no_gpus", f"nvidia-smi reported no readable GPU: {detail}")

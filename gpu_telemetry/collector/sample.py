@@ -1,97 +1,46 @@
-"""The sample: one reading of every GPU on a host, with its status (docs/architecture.md).
+"""JSON from outside to records: the one place a sample is checked (docs/architecture.md).
 
-`new_sample` builds one from a parsed reading; `validate_sample` takes any JSON object that
-claims to be one (a spool file of ours, or of the original scripts) and returns a sample whose
-every value fits its column, or raises InvalidSample with the reason. Nothing reaches the
-database without passing through it, so one bad file cannot fail a whole batch.
+A spool file (ours, or one of the original scripts' once collector/spool.py has adapted it) is
+JSON that claims to be a sample and the events that travel with it. `sample_from_json` returns
+them as records whose every value fits its column, or raises InvalidSample with the reason, so
+that one bad file never fails a whole batch. Readings the collector takes itself come typed
+from the parser and are not checked again.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import socket
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from gpu_telemetry.collector.parser import element_to_json, parse_document
-from gpu_telemetry.errors import SourceError
-from gpu_telemetry.ops.status import Status
+from gpu_telemetry.records import MAX_TEXT_CHARS, Event, GpuReading, Sample, Status, storable_text
 from gpu_telemetry.schema import column_types
 
 # One GPU's columns (a "gpus" entry, raw_json aside) -> SQL type, in the sample's order.
 COLUMN_TYPES: dict[str, str] = column_types()
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
-MAX_TEXT_CHARS = 1000
-
-# Keys the original scripts wrote for each GPU, from `nvidia-smi --query-gpu`.
-_LEGACY_GPU_KEYS = {
-    "name": "gpu_name",
-    "uuid": "gpu_uuid",
-    "pci.bus_id": "pci_bus_id",
-    "pci_bus_id": "pci_bus_id",
-    "temperature.gpu": "temp_c",
-    "temp": "temp_c",
-    "power.draw": "power_draw_w",
-    "power_draw": "power_draw_w",
-    "index": "gpu_index",
-}
 
 
 class InvalidSample(ValueError):
     """The object cannot be stored as a sample; the message says why."""
 
 
+@dataclass
+class Spooled:
+    """What one spool file holds: a sample (no GPUs when the reading failed) and its events."""
+
+    sample: Sample
+    events: list[Event] = field(default_factory=list)
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def format_ts(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def default_host() -> str:
     return socket.gethostname().split(".")[0]
-
-
-def new_sample(ts: datetime, host: str, status: Status, gpus: list[dict],
-               events: list[dict] | None = None) -> dict:
-    sample = {
-        "ts": format_ts(ts),
-        "host": host,
-        "status_tag": status.tag,
-        "status_memo": status.memo,
-        "run_id": status.run_id,
-        "gpus": gpus,
-    }
-    if events:
-        sample["events"] = events
-    return sample
-
-
-def event(kind: str, detail: str, *, gpu_uuid: str | None = None, data: dict | None = None,
-          ts: datetime | None = None) -> dict:
-    entry: dict = {"kind": kind, "detail": detail}
-    if gpu_uuid is not None:
-        entry["gpu_uuid"] = gpu_uuid
-    if data:
-        entry["data"] = data
-    if ts is not None:
-        entry["ts"] = format_ts(ts)
-    return entry
-
-
-def storable_text(text: str) -> str:
-    """PostgreSQL text and jsonb cannot hold NUL, and UTF-8 cannot encode a lone surrogate;
-    both become U+FFFD, so a stray byte costs a character, never the sample."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = _SURROGATE.sub("\ufffd", text)
-    return text
 
 
 def storable_json(value):
@@ -133,7 +82,9 @@ def _fit(column: str, sql_type: str, value):
     return value if -bound <= value < bound else None
 
 
-def _parse_ts(value) -> datetime:
+def parse_ts(value) -> datetime:
+    """An aware time from ISO 8601 text; a time without an offset is local (the original
+    scripts wrote those)."""
     if not isinstance(value, str):
         raise InvalidSample("ts is missing or not text")
     try:
@@ -142,89 +93,54 @@ def _parse_ts(value) -> datetime:
         raise InvalidSample(f"ts {value[:40]!r} is not an ISO 8601 time") from None
     if not 1970 <= ts.year <= 9000:
         raise InvalidSample(f"ts {value[:40]!r} is outside 1970..9000")
-    if ts.tzinfo is None:
-        # The original scripts wrote local time without an offset.
-        ts = ts.astimezone()
-    return ts
+    return ts if ts.tzinfo is not None else ts.astimezone()
 
 
-def _validate_gpu(gpu) -> dict:
+def _reading(gpu) -> GpuReading:
     if not isinstance(gpu, dict):
         raise InvalidSample("a gpus entry is not an object")
-    row = {column: _fit(column, sql_type, gpu.get(column))
-           for column, sql_type in COLUMN_TYPES.items()}
-    if not row["gpu_uuid"]:
+    values = {column: _fit(column, sql_type, gpu.get(column))
+              for column, sql_type in COLUMN_TYPES.items()}
+    if not values["gpu_uuid"]:
         raise InvalidSample("a gpus entry has no gpu_uuid")
     raw = gpu.get("raw_json")
     if raw is not None and not isinstance(raw, dict | list):
         raise InvalidSample("raw_json is not a JSON object")
-    row["raw_json"] = storable_json(raw)
-    return row
+    return GpuReading(**values, raw_json=storable_json(raw))
 
 
-def _validate_event(entry, default_ts: datetime) -> dict:
+def event_from_json(entry, ts: datetime, host: str) -> Event:
+    """An event of a spool file (or of the spool cap's ledger); `ts` and `host` are the
+    sample's, for an event that has none of its own."""
     if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
         raise InvalidSample("an events entry has no kind")
     data = entry.get("data")
     if data is not None and not isinstance(data, dict):
         raise InvalidSample("an events entry has data that is not an object")
-    return {
-        "ts": _parse_ts(entry["ts"]) if "ts" in entry else default_ts,
-        "kind": storable_text(entry["kind"][:100]),
-        "detail": _fit("detail", "text", entry.get("detail")),
-        "gpu_uuid": _fit("gpu_uuid", "text", entry.get("gpu_uuid")),
-        "data": storable_json(data),
-    }
+    return Event(kind=storable_text(entry["kind"][:100]),
+                 detail=_fit("detail", "text", entry.get("detail")),
+                 gpu_uuid=_fit("gpu_uuid", "text", entry.get("gpu_uuid")),
+                 data=storable_json(data),
+                 ts=parse_ts(entry["ts"]) if "ts" in entry else ts, host=host)
 
 
-def _legacy_gpus(obj: dict) -> list[dict]:
-    """GPU rows of a file written by the original scripts: the whole `nvidia-smi -q -x` output
-    is kept under raw_json.nvidia_smi_q_x, so every column can be filled from it; the few
-    `--query-gpu` keys are the fallback when that XML is absent or unreadable."""
-    raw = obj.get("raw_json")
-    xml = raw.get("nvidia_smi_q_x") if isinstance(raw, dict) else None
-    if isinstance(xml, str) and xml.strip():
-        try:
-            reading = parse_document(xml)
-        except SourceError:
-            reading = None
-        if reading is not None:
-            return [dict(row, raw_json=element_to_json(reading.elements[row["gpu_uuid"]]))
-                    for row in reading.gpus]
-    gpus = []
-    for entry in obj.get("gpus") or []:
-        if not isinstance(entry, dict):
-            raise InvalidSample("a gpus entry is not an object")
-        gpus.append({_LEGACY_GPU_KEYS.get(key, key): value for key, value in entry.items()})
-    return gpus
-
-
-def is_legacy(obj: dict) -> bool:
-    return isinstance(obj.get("raw_json"), dict) and "nvidia_smi_q_x" in obj["raw_json"]
-
-
-def validate_sample(obj) -> dict:
-    """A storable sample from a JSON object, or InvalidSample."""
+def sample_from_json(obj) -> Spooled:
+    """The records a JSON object in the sample format holds, or InvalidSample."""
     if not isinstance(obj, dict):
         raise InvalidSample("not a JSON object")
-    ts = _parse_ts(obj.get("ts"))
+    ts = parse_ts(obj.get("ts"))
     host = obj.get("host")
-    if host is None and is_legacy(obj):
-        host = default_host()
     if not isinstance(host, str) or not host:
         raise InvalidSample("host is missing or not text")
-    gpus = _legacy_gpus(obj) if is_legacy(obj) else obj.get("gpus")
+    host = storable_text(host[:MAX_TEXT_CHARS])
+    gpus = obj.get("gpus")
     if not isinstance(gpus, list):
         raise InvalidSample("gpus is missing or not a list")
     events = obj.get("events") or []
     if not isinstance(events, list):
         raise InvalidSample("events is not a list")
-    return {
-        "ts": ts,
-        "host": host[:MAX_TEXT_CHARS],
-        "status_tag": _fit("status_tag", "text", obj.get("status_tag")),
-        "status_memo": _fit("status_memo", "text", obj.get("status_memo")),
-        "run_id": _fit("run_id", "text", obj.get("run_id")),
-        "gpus": [_validate_gpu(gpu) for gpu in gpus],
-        "events": [_validate_event(entry, ts) for entry in events],
-    }
+    status = Status(tag=_fit("status_tag", "text", obj.get("status_tag")),
+                    memo=_fit("status_memo", "text", obj.get("status_memo")),
+                    run_id=_fit("run_id", "text", obj.get("run_id")))
+    return Spooled(Sample(ts, host, status, [_reading(gpu) for gpu in gpus]),
+                   [event_from_json(entry, ts, host) for entry in events])

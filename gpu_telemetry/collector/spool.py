@@ -19,8 +19,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from gpu_telemetry.collector.sample import InvalidSample, validate_sample
-from gpu_telemetry.errors import SpoolError
+from gpu_telemetry.collector.parser import element_to_json, parse_document
+from gpu_telemetry.collector.sample import InvalidSample, Spooled, default_host, sample_from_json
+from gpu_telemetry.errors import SourceError, SpoolError
+from gpu_telemetry.records import Event, Sample
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".flush.lock"
@@ -46,19 +48,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _file_stem(sample: dict) -> str:
-    stamp = "".join(ch for ch in str(sample.get("ts", "")) if ch.isdigit())[:20] or "0"
-    host = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(sample.get("host")))
+def file_stem(ts: str, host: str) -> str:
+    """A spool file's name without .json: the sample time first, so names sort by time."""
+    stamp = "".join(ch for ch in ts if ch.isdigit())[:20] or "0"
+    host = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in host)
     return f"{stamp}-{host[:64]}-{uuid.uuid4().hex[:12]}"
 
 
-def write_spool(spool_dir: Path, sample: dict, reason: str) -> Path:
-    """Durably store one sample with `_spool_reason`; returns the file's path."""
-    body = json.dumps({**sample, "_spool_reason": reason}, ensure_ascii=False,
+def write_spool(spool_dir: Path, sample: Sample, events: list[Event], reason: str) -> Path:
+    """Durably store one sample and its events with `_spool_reason`; returns the file's path."""
+    document = sample.to_json(events)
+    body = json.dumps({**document, "_spool_reason": reason}, ensure_ascii=False,
                       separators=(",", ":")).encode()
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
-        stem = _file_stem(sample)
+        stem = file_stem(document["ts"], sample.host)
         temp = spool_dir / f"{TEMP_PREFIX}{stem}.json"
         final = spool_dir / f"{stem}.json"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -101,8 +105,9 @@ def clean_stale_temp_files(spool_dir: Path, older_than_sec: float = STALE_TEMP_S
     return removed
 
 
-def read_spool_file(path: Path) -> dict:
-    """The validated sample in a spool file, or InvalidSample with the reason."""
+def read_spool_file(path: Path) -> Spooled:
+    """The sample and events in a spool file (ours or the original scripts'), or InvalidSample
+    with the reason."""
     try:
         size = path.stat().st_size
         if size == 0:
@@ -118,7 +123,64 @@ def read_spool_file(path: Path) -> dict:
         obj = json.loads(data.decode("utf-8", errors="replace"))
     except (ValueError, RecursionError) as exc:
         raise InvalidSample(f"not valid JSON ({exc})") from None
-    return validate_sample(obj)
+    if is_original(obj):
+        obj = from_original(obj)
+    return sample_from_json(obj)
+
+
+# -- the original scripts' spool files -----------------------------------------------------------
+#
+# They hold `ts` (local time, no offset), perhaps `host`, the status, a `gpus` list with the keys
+# of `nvidia-smi --query-gpu`, and the whole `nvidia-smi -q -x` document under
+# raw_json.nvidia_smi_q_x, from which every column can be filled.
+
+_ORIGINAL_GPU_KEYS = {
+    "name": "gpu_name",
+    "uuid": "gpu_uuid",
+    "pci.bus_id": "pci_bus_id",
+    "pci_bus_id": "pci_bus_id",
+    "temperature.gpu": "temp_c",
+    "temp": "temp_c",
+    "power.draw": "power_draw_w",
+    "power_draw": "power_draw_w",
+    "index": "gpu_index",
+}
+
+
+def is_original(obj) -> bool:
+    return (isinstance(obj, dict) and isinstance(obj.get("raw_json"), dict)
+            and "nvidia_smi_q_x" in obj["raw_json"])
+
+
+def _original_gpus(obj: dict) -> list:
+    """The GPU entries: parsed from the stored XML, or (when it is absent or unreadable) the
+    few `--query-gpu` keys renamed to our columns."""
+    xml = obj["raw_json"].get("nvidia_smi_q_x")
+    if isinstance(xml, str) and xml.strip():
+        try:
+            reading = parse_document(xml)
+        except SourceError:
+            reading = None
+        if reading is not None:
+            return [{**gpu.as_dict(), "raw_json": element_to_json(reading.elements[gpu.gpu_uuid])}
+                    for gpu in reading.gpus]
+    gpus = obj.get("gpus") or []
+    if not isinstance(gpus, list):
+        raise InvalidSample("gpus is not a list")
+    for entry in gpus:
+        if not isinstance(entry, dict):
+            raise InvalidSample("a gpus entry is not an object")
+    return [{_ORIGINAL_GPU_KEYS.get(key, key): value for key, value in entry.items()}
+            for entry in gpus]
+
+
+def from_original(obj: dict) -> dict:
+    """An original spool file's object in our sample format (still to be checked)."""
+    adapted = {key: value for key, value in obj.items() if key != "raw_json"}
+    if adapted.get("host") is None:
+        adapted["host"] = default_host()
+    adapted["gpus"] = _original_gpus(obj)
+    return adapted
 
 
 def quarantine(spool_dir: Path, path: Path, reason: str) -> Path:

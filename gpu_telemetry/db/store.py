@@ -11,7 +11,7 @@ import bisect
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
@@ -19,8 +19,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from gpu_telemetry import schema
-from gpu_telemetry.collector.sample import COLUMN_TYPES
 from gpu_telemetry.db.errors import translate
+from gpu_telemetry.records import Event, Sample
 
 ROW_COLUMNS = schema.ROW_COLUMNS
 EVENT_COLUMNS = ("ts", "host", "kind", "detail", "gpu_uuid", "data")
@@ -104,33 +104,33 @@ def _last_raw_times(conn: psycopg.Connection, hosts: list[str], since: datetime
 
 
 @_named_errors("reading raw snapshot times")
-def thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
+def thin_raw_snapshots(conn: psycopg.Connection, samples: list[Sample],
                        raw_every_sec: float) -> None:
     """Drop raw_json from rows whose GPU already has a snapshot less than raw_every_sec older
     (in the database or earlier in this batch)."""
     _thin_raw_snapshots(conn, samples, raw_every_sec)
 
 
-def _thin_raw_snapshots(conn: psycopg.Connection, samples: list[dict],
+def _thin_raw_snapshots(conn: psycopg.Connection, samples: list[Sample],
                         raw_every_sec: float) -> None:
     if raw_every_sec <= 0:
         return
-    with_raw = [s for s in samples if any(g.get("raw_json") is not None for g in s["gpus"])]
+    with_raw = [s for s in samples if any(g.raw_json is not None for g in s.gpus)]
     if not with_raw:
         return
     window = timedelta(seconds=raw_every_sec)
-    hosts = sorted({s["host"] for s in with_raw})
-    kept = _last_raw_times(conn, hosts, min(s["ts"] for s in with_raw) - window)
-    for sample in sorted(with_raw, key=lambda s: s["ts"]):
-        for gpu in sample["gpus"]:
-            if gpu.get("raw_json") is None:
+    hosts = sorted({s.host for s in with_raw})
+    kept = _last_raw_times(conn, hosts, min(s.ts for s in with_raw) - window)
+    for sample in sorted(with_raw, key=lambda s: s.ts):
+        for gpu in sample.gpus:
+            if gpu.raw_json is None:
                 continue
-            times = kept[(sample["host"], gpu["gpu_uuid"])]
-            position = bisect.bisect_right(times, sample["ts"])
-            if position and sample["ts"] - times[position - 1] < window:
-                gpu["raw_json"] = None
+            times = kept[(sample.host, gpu.gpu_uuid)]
+            position = bisect.bisect_right(times, sample.ts)
+            if position and sample.ts - times[position - 1] < window:
+                gpu.raw_json = None
             else:
-                times.insert(position, sample["ts"])
+                times.insert(position, sample.ts)
 
 
 DIRECT_INSERT_MAX_ROWS = 16
@@ -141,29 +141,29 @@ _DIRECT_INSERT = (
     " ON CONFLICT DO NOTHING")
 
 
-def _json_rows(samples: list[dict]):
+def _json_rows(samples: list[Sample]):
     for sample in samples:
-        head = {"ts": sample["ts"].isoformat(), "host": sample["host"],
-                "status_tag": sample["status_tag"], "status_memo": sample["status_memo"],
-                "run_id": sample["run_id"]}
-        for gpu in sample["gpus"]:
-            yield {**head, **gpu}
+        head = {"ts": sample.ts.isoformat(), "host": sample.host,
+                "status_tag": sample.status.tag, "status_memo": sample.status.memo,
+                "run_id": sample.status.run_id}
+        for gpu in sample.gpus:
+            yield {**head, **gpu.as_dict()}
 
 
-def _rows(samples: list[dict]):
+def _rows(samples: list[Sample]):
     for sample in samples:
-        head = (sample["ts"], sample["host"], sample["status_tag"], sample["status_memo"],
-                sample["run_id"])
-        for gpu in sample["gpus"]:
-            raw = gpu.get("raw_json")
-            yield (*head, *(gpu[column] for column in COLUMN_TYPES),
+        head = (sample.ts, sample.host, sample.status.tag, sample.status.memo,
+                sample.status.run_id)
+        for gpu in sample.gpus:
+            raw = gpu.raw_json
+            yield (*head, *(getattr(gpu, column) for column in schema.GPU_COLUMNS),
                    Jsonb(raw) if raw is not None else None)
 
 
 @_named_errors("storing samples")
-def insert_samples(conn: psycopg.Connection, samples: list[dict],
-                   raw_every_sec: float) -> tuple[int, int]:
-    """Store validated samples (and their events) in one transaction.
+def insert_samples(conn: psycopg.Connection, samples: list[Sample], raw_every_sec: float,
+                   events: Sequence[Event] = ()) -> tuple[int, int]:
+    """Store samples and events (each with its time and host) in one transaction.
 
     Returns (rows inserted, rows offered); the difference were already stored. COMMIT happens
     when this returns; an exception (a DatabaseError subclass) means nothing is known to be
@@ -171,7 +171,7 @@ def insert_samples(conn: psycopg.Connection, samples: list[dict],
     """
     with conn.transaction():
         _thin_raw_snapshots(conn, samples, raw_every_sec)
-        offered = sum(len(sample["gpus"]) for sample in samples)
+        offered = sum(len(sample.gpus) for sample in samples)
         inserted = 0
         if 0 < offered <= DIRECT_INSERT_MAX_ROWS:
             # One sample of the loop: its rows as one JSON parameter of one prepared statement
@@ -189,22 +189,23 @@ def insert_samples(conn: psycopg.Connection, samples: list[dict],
                 cur.execute(f"INSERT INTO telemetry.gpu_telemetry ({_COLUMN_LIST})"
                             f" SELECT {_COLUMN_LIST} FROM {_STAGE} ON CONFLICT DO NOTHING")
                 inserted = cur.rowcount
-        events = [(e["ts"], s["host"], e["kind"], e["detail"], e["gpu_uuid"], e["data"])
-                  for s in samples for e in s["events"]]
         if events:
-            insert_events(conn, events)
+            _insert_events(conn, events)
     return inserted, offered
 
 
-def _jsonb(data: object) -> Jsonb | None:
-    return data if data is None or isinstance(data, Jsonb) else Jsonb(data)
-
-
 @_named_errors("storing events")
-def insert_events(conn: psycopg.Connection, events: list[tuple]) -> None:
-    """Rows of EVENT_COLUMNS, `data` a JSON-able dict or None; a replayed event is absorbed by
-    the unique key."""
-    rows = [(*row[:5], _jsonb(row[5])) for row in events]
+def insert_events(conn: psycopg.Connection, events: Sequence[Event]) -> None:
+    """Store events, each with its time and host; a replayed event is absorbed by the unique
+    key."""
+    _insert_events(conn, events)
+
+
+def _insert_events(conn: psycopg.Connection, events: Sequence[Event]) -> None:
+    if any(event.ts is None or event.host is None for event in events):
+        raise ValueError("an event reached the store without its time or host")
+    rows = [(e.ts, e.host, e.kind, e.detail, e.gpu_uuid,
+             Jsonb(e.data) if e.data is not None else None) for e in events]
     with conn.cursor() as cur:
         cur.executemany(
             f"INSERT INTO telemetry.collector_events ({', '.join(EVENT_COLUMNS)})"

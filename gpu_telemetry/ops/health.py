@@ -128,7 +128,7 @@ def read_gpus(config: Config, timeout_sec: float) -> list[GpuThermal]:
     from gpu_telemetry.collector.source import read_nvidia_smi
 
     reading = parse_document(read_nvidia_smi(config.nvidia_smi, timeout_sec))
-    return [GpuThermal.from_row(gpu) for gpu in reading.gpus]
+    return [GpuThermal.from_row(gpu.as_dict()) for gpu in reading.gpus]
 
 
 def _event_line(event: dict) -> str:

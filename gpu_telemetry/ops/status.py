@@ -15,40 +15,32 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gpu_telemetry.errors import EXIT_IO, StatusError
+from gpu_telemetry.records import MAX_TEXT_CHARS, Status, storable_text
 from gpu_telemetry.tags import TAGS
 
 MAX_STATUS_BYTES = 64 * 1024
-MAX_TEXT_CHARS = 1000
 # Run ids end up in file names, SQL filters and plot titles: one word, no quoting needed.
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,99}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True)
-class Status:
-    tag: str | None = None
-    memo: str | None = None
-    run_id: str | None = None
+def status_from_document(document) -> Status:
+    """The status a status.json document holds; ValueError saying what is wrong with it.
 
-    @classmethod
-    def from_document(cls, document) -> Status:
-        """The status a status.json document holds; ValueError saying what is wrong with it.
-
-        Only `tag` is required (the original scripts wrote tag and memo); texts are cut to
-        MAX_TEXT_CHARS, empty ones are null.
-        """
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-        tag = _text(document.get("tag"), "tag")
-        if tag is None:
-            raise ValueError("no tag")
-        return cls(tag=tag, memo=_text(document.get("memo"), "memo"),
-                   run_id=_text(document.get("run_id"), "run_id"))
+    Only `tag` is required (the original scripts wrote tag and memo); texts are cut to
+    MAX_TEXT_CHARS and made storable, empty ones are null.
+    """
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    tag = _text(document.get("tag"), "tag")
+    if tag is None:
+        raise ValueError("no tag")
+    return Status(tag=tag, memo=_text(document.get("memo"), "memo"),
+                  run_id=_text(document.get("run_id"), "run_id"))
 
 
 def _text(value, key: str) -> str | None:
@@ -56,7 +48,7 @@ def _text(value, key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{key} is {type(value).__name__}, not text")
-    return value[:MAX_TEXT_CHARS] or None
+    return storable_text(value[:MAX_TEXT_CHARS]) or None
 
 
 def read_status(path: Path) -> tuple[Status, str | None]:
@@ -71,7 +63,7 @@ def read_status(path: Path) -> tuple[Status, str | None]:
     if len(data) > MAX_STATUS_BYTES:
         return Status(), f"status file {path} is over {MAX_STATUS_BYTES} bytes; status is null"
     try:
-        status = Status.from_document(json.loads(data.decode("utf-8", errors="replace")))
+        status = status_from_document(json.loads(data.decode("utf-8", errors="replace")))
     except (ValueError, RecursionError) as exc:
         return Status(), f"status file {path} is malformed ({exc}); status is null"
     return status, None

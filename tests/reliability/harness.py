@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gpu_telemetry.collector.parser import parse_document
-from gpu_telemetry.collector.sample import default_host, new_sample
+from gpu_telemetry.collector.sample import default_host
 from gpu_telemetry.collector.spool import write_spool
-from gpu_telemetry.ops.status import Status
+from gpu_telemetry.records import GpuReading, Sample, Status
 from tests.helpers import FIXTURES, REPO_ROOT
 
 CALL_LOG = "nvidia-smi-calls.log"
@@ -234,10 +235,9 @@ class RunningLoop:
 
 # -- samples and the spool -------------------------------------------------------------------
 
-def fixture_gpus(fixture: str = "dual-2080-v13.xml") -> list[dict]:
-    """GPU rows as the collector builds them from a real capture (raw_json left out)."""
-    reading = parse_document((FIXTURES / fixture).read_bytes())
-    return [{**row, "raw_json": None} for row in reading.gpus]
+def fixture_gpus(fixture: str = "dual-2080-v13.xml") -> list[GpuReading]:
+    """GPU readings as the collector takes them from a real capture (raw_json left out)."""
+    return parse_document((FIXTURES / fixture).read_bytes()).gpus
 
 
 def past_base(hours_ago: float = 24) -> datetime:
@@ -247,17 +247,17 @@ def past_base(hours_ago: float = 24) -> datetime:
 
 
 def make_samples(count: int, *, base: datetime | None = None, step_sec: float = 1.0,
-                 fixture: str = "dual-2080-v13.xml") -> list[dict]:
-    """Samples shaped like the collector's, for this host, `step_sec` apart."""
+                 fixture: str = "dual-2080-v13.xml") -> list[Sample]:
+    """Samples as the collector takes them, for this host, `step_sec` apart."""
     base = base or past_base()
     gpus = fixture_gpus(fixture)
     status = Status("bench", "reliability", "rel-run")
-    return [new_sample(base + timedelta(seconds=i * step_sec), default_host(), status,
-                       [dict(gpu) for gpu in gpus]) for i in range(count)]
+    return [Sample(base + timedelta(seconds=i * step_sec), default_host(), status,
+                   [replace(gpu) for gpu in gpus]) for i in range(count)]
 
 
-def spool_samples(spool_dir: Path, samples: list[dict]) -> list[Path]:
-    return [write_spool(spool_dir, sample, "database unreachable: reliability test")
+def spool_samples(spool_dir: Path, samples: list[Sample]) -> list[Path]:
+    return [write_spool(spool_dir, sample, [], "database unreachable: reliability test")
             for sample in samples]
 
 

@@ -117,9 +117,9 @@ def test_backend_terminated_in_the_middle_of_a_big_flush(db, tmp_path, procs):
         blocker.execute(
             "INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid, status_tag, status_memo,"
             " run_id) VALUES (%s, %s, %s, %s, %s, %s)",
-            (datetime.fromisoformat(blocker_sample["ts"]), default_host(),
-             blocker_sample["gpus"][0]["gpu_uuid"], blocker_sample["status_tag"],
-             blocker_sample["status_memo"], blocker_sample["run_id"]))
+            (blocker_sample.ts, default_host(), blocker_sample.gpus[0].gpu_uuid,
+             blocker_sample.status.tag, blocker_sample.status.memo,
+             blocker_sample.status.run_id))
         flush = start_script(procs, "flush_spool.py", "--batch", str(batch), env=env,
                              tmp_path=tmp_path, label="flush-1")
 

@@ -14,6 +14,7 @@ from gpu_telemetry.collector import flush as flush_module
 from gpu_telemetry.collector.sample import default_host
 from gpu_telemetry.collector.spool import BAD_DIR, TEMP_PREFIX
 from gpu_telemetry.config import load_config
+from gpu_telemetry.records import Sample
 from tests.helpers import base_env
 from tests.reliability.harness import (
     CALL_LOG,
@@ -37,13 +38,13 @@ def _spooled_lines(text: str) -> int:
     return sum(1 for line in text.splitlines() if line.startswith("spooled "))
 
 
-def _spool_name(sample: dict, suffix: str, *, temp: bool = False) -> str:
-    stamp = "".join(ch for ch in sample["ts"] if ch.isdigit())[:20]
+def _spool_name(sample: Sample, suffix: str, *, temp: bool = False) -> str:
+    stamp = "".join(ch for ch in sample.to_json()["ts"] if ch.isdigit())[:20]
     return f"{TEMP_PREFIX if temp else ''}{stamp}-{default_host()}-{suffix}.json"
 
 
-def _body(sample: dict) -> bytes:
-    return json.dumps({**sample, "_spool_reason": "reliability test"},
+def _body(sample: Sample) -> bytes:
+    return json.dumps({**sample.to_json(), "_spool_reason": "reliability test"},
                       separators=(",", ":")).encode()
 
 
