@@ -166,7 +166,7 @@ def _original_gpus(obj: dict) -> list:
                     for gpu in reading.gpus]
     gpus = obj.get("gpus") or []
     if not isinstance(gpus, list):
-        raise InvalidSample("gpus is not a list")
+        raise InvalidSample("gpus is missing or not a list")
     for entry in gpus:
         if not isinstance(entry, dict):
             raise InvalidSample("a gpus entry is not an object")
