@@ -100,9 +100,9 @@ def test_a_changed_type_or_comment_is_found(db):
     assert rollup == ["fan_pct_max: type smallint in the schema, integer in the database"]
 
 
-# Where the package records a collector event: event("kind", ...), {"kind": "kind", ...}, and a
+# Where the package records a collector event: Event("kind", ...), {"kind": "kind", ...}, and a
 # function's `kind: str = "kind"` default (flush.record_flush).
-_RECORDED_KIND = re.compile(r'\bevent\(\s*"(\w+)"|"kind":\s*"(\w+)"|\bkind: str = "(\w+)"')
+_RECORDED_KIND = re.compile(r'\bEvent\(\s*"(\w+)"|"kind":\s*"(\w+)"|\bkind: str = "(\w+)"')
 
 
 def recorded_event_kinds() -> set[str]:
