@@ -115,7 +115,7 @@ def gpu_document(gpus: int) -> bytes:
                         f"<attached_gpus>{gpus}</attached_gpus>")
     document = (head + "".join(copies) + tail).encode()
     reading = parse_document(document)
-    if len({row["gpu_uuid"] for row in reading.gpus}) != gpus or reading.problems:
+    if len({gpu.gpu_uuid for gpu in reading.gpus}) != gpus or reading.problems:
         raise SystemExit(f"the {gpus}-GPU document does not read as {gpus} distinct GPUs")
     return document
 

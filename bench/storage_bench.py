@@ -87,8 +87,8 @@ def load_original(conn: psycopg.Connection, samples: int, interval_sec: float) -
     with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
         for i in range(samples):
             copy.write_row((START + timedelta(seconds=i * interval_sec), "x1ai",
-                            gpu["gpu_name"], gpu["gpu_uuid"], gpu["pci_bus_id"],
-                            gpu["temp_c"], gpu["power_draw_w"], "idle",
+                            gpu.gpu_name, gpu.gpu_uuid, gpu.pci_bus_id,
+                            gpu.temp_c, gpu.power_draw_w, "idle",
                             "pre gpu-burn idle (baseline) fan=25%",
                             Jsonb({"nvidia_smi_q_x": xml})))
     return samples
