@@ -1,8 +1,8 @@
 """The spool: samples the database could not take, one JSON file each, until a flush delivers
 them.
 
-A spool file exists only once it is whole: it is written to a hidden temp file in the same
-folder, fsynced, renamed into place, and the folder fsynced, so a crash or power cut leaves
+A spool file exists only once it is whole (gpu_telemetry/files.py: a hidden temp file in the
+same folder, fsynced, renamed into place, the folder fsynced), so a crash or power cut leaves
 either the complete file or a temp file that is never flushed. Unreadable files are moved to
 spool/bad/ with a note of the reason, never deleted and never allowed to block the others.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 from gpu_telemetry.collector.parser import element_to_json, parse_document
 from gpu_telemetry.collector.sample import InvalidSample, Spooled, default_host, sample_from_json
 from gpu_telemetry.errors import SourceError, SpoolError
+from gpu_telemetry.files import fsync_dir, write_atomically
 from gpu_telemetry.records import Event, Sample
 
 TEMP_PREFIX = ".tmp-"
@@ -40,14 +41,6 @@ class SpoolBusy(SpoolError):
     exit_code = 75
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def file_stem(ts: str, host: str) -> str:
     """A spool file's name without .json: the sample time first, so names sort by time."""
     stamp = "".join(ch for ch in ts if ch.isdigit())[:20] or "0"
@@ -63,18 +56,8 @@ def write_spool(spool_dir: Path, sample: Sample, events: list[Event], reason: st
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
         stem = file_stem(document["ts"], sample.host)
-        temp = spool_dir / f"{TEMP_PREFIX}{stem}.json"
         final = spool_dir / f"{stem}.json"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, final)
-        _fsync_dir(spool_dir)
+        write_atomically(final, body, temp=spool_dir / f"{TEMP_PREFIX}{stem}.json")
     except OSError as exc:
         raise SpoolError(f"cannot write spool file in {spool_dir}: {exc.strerror or exc}") from exc
     return final
@@ -192,8 +175,8 @@ def quarantine(spool_dir: Path, path: Path, reason: str) -> Path:
         target = bad_dir / f"{path.stem}-{uuid.uuid4().hex[:8]}{path.suffix}"
     os.rename(path, target)
     target.with_name(target.name + ".reason").write_text(reason.rstrip() + "\n")
-    _fsync_dir(bad_dir)
-    _fsync_dir(spool_dir)
+    fsync_dir(bad_dir)
+    fsync_dir(spool_dir)
     return target
 
 
@@ -203,7 +186,7 @@ def remove_delivered(spool_dir: Path, paths: list[Path]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     if paths:
-        _fsync_dir(spool_dir)
+        fsync_dir(spool_dir)
 
 
 @contextlib.contextmanager
@@ -260,10 +243,8 @@ def clear_ledger(spool_dir: Path) -> None:
 
 
 def _write_ledger(spool_dir: Path, ledger: dict) -> None:
-    temp = spool_dir / f"{TEMP_PREFIX}{DROP_LEDGER.lstrip('.')}"
-    temp.write_text(json.dumps(ledger, separators=(",", ":")))
-    os.rename(temp, spool_dir / DROP_LEDGER)
-    _fsync_dir(spool_dir)
+    write_atomically(spool_dir / DROP_LEDGER, json.dumps(ledger, separators=(",", ":")).encode(),
+                     temp=spool_dir / f"{TEMP_PREFIX}{DROP_LEDGER.lstrip('.')}")
 
 
 def drop_oldest(spool_dir: Path, max_bytes: int, keep: Path | None = None) -> tuple[int, int]:

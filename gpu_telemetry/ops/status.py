@@ -3,22 +3,21 @@
 A missing, huge or malformed file must never cost a sample: the sample is taken with null
 status and one warning line says why.
 
-Writing replaces the file atomically (a temporary file in the same folder, fsync, rename), so
+Writing replaces the file atomically (gpu_telemetry/files.py), so
 the collector, reading it every few seconds, sees the old status or the new one, never half
 of either. The command is bin/set_status.sh (gpu_telemetry/cli/set_status.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gpu_telemetry.errors import EXIT_IO, StatusError
+from gpu_telemetry.files import write_atomically
 from gpu_telemetry.records import MAX_TEXT_CHARS, Status, storable_text
 from gpu_telemetry.tags import TAGS
 
@@ -117,31 +116,9 @@ def write_status(path: Path, tag: str, memo: str | None = None, run_id: str | No
     document = {"tag": tag, "memo": memo, "run_id": run_id,
                 "since": datetime.now(UTC).isoformat(timespec="seconds")}
     data = (json.dumps(document, ensure_ascii=False) + "\n").encode("utf-8")
-    folder = path.parent
     try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        write_atomically(path, data, mode=_new_file_mode(path))
     except OSError as exc:
         raise StatusError(f"cannot write status file {path}: {exc.strerror or exc}",
                           exit_code=EXIT_IO) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), _new_file_mode(path))
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException as exc:  # also a signal in the middle: no temporary file left behind
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        if isinstance(exc, OSError):
-            raise StatusError(f"cannot write status file {path}: {exc.strerror or exc}",
-                              exit_code=EXIT_IO) from None
-        raise
-    # The rename itself survives a power cut only once the folder is synced.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     return document
