@@ -11,8 +11,9 @@ at a 5 s interval keeps it) and times, each on a fresh copy of the database, R t
             COPY of all the rows into an unlogged table: what any flush must at least do;
   ours      collector.flush.flush_spool, as bin/flush_spool.py calls it (files recreated
             before each repetition);
-  original  per file: one transaction, a single-row INSERT per GPU (every column, raw_json as
-            jsonb), COMMIT, unlink: the original scripts' approach.
+  original  per file: one transaction, its rows stored (db.store.insert_samples: one
+            statement for the file's GPUs, as the loop stores a sample), COMMIT, unlink: the
+            original scripts' transaction per file, on our own tables.
 
 It prints the medians, the ratios and the machine. The server runs with the test suite's
 settings (fsync, full_page_writes and synchronous_commit off) unless --durable switches them on,
@@ -22,7 +23,6 @@ which is what a real server does and what makes a COMMIT per file expensive.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -47,7 +47,7 @@ from gpu_telemetry.collector.flush import flush_spool  # noqa: E402
 from gpu_telemetry.collector.parser import element_to_json, parse_document  # noqa: E402
 from gpu_telemetry.collector.spool import pending_files, read_spool_file, write_spool  # noqa: E402
 from gpu_telemetry.config import Config  # noqa: E402
-from gpu_telemetry.db.store import ROW_COLUMNS  # noqa: E402
+from gpu_telemetry.db.store import ROW_COLUMNS, insert_samples  # noqa: E402
 from gpu_telemetry.records import Sample, Status  # noqa: E402
 from gpu_telemetry.schema import GPU_COLUMNS  # noqa: E402
 from tests.pgserver import PgServer  # noqa: E402
@@ -151,27 +151,15 @@ def run_ours(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float, int
     return elapsed, result.rows_inserted
 
 
-_ORIGINAL_INSERT = (f"INSERT INTO telemetry.gpu_telemetry ({', '.join(ROW_COLUMNS)})"
-                    f" VALUES ({', '.join(['%s'] * len(ROW_COLUMNS))}) ON CONFLICT DO NOTHING")
-
-
 def run_original(server: PgServer, dbname: str, spool_dir: Path) -> tuple[float, int]:
-    with psycopg.connect(**conninfo(server, dbname)) as conn:
+    with psycopg.connect(**conninfo(server, dbname), autocommit=True) as conn:
         started = time.perf_counter()
         for path in pending_files(spool_dir):
-            obj = json.loads(path.read_text())
-            head = (obj["ts"], obj["host"], obj.get("status_tag"), obj.get("status_memo"),
-                    obj.get("run_id"))
-            with conn.cursor() as cur:
-                for gpu in obj["gpus"]:
-                    raw = gpu.get("raw_json")
-                    cur.execute(_ORIGINAL_INSERT,
-                                (*head, *(gpu.get(c) for c in GPU_COLUMNS),
-                                 Jsonb(raw) if raw is not None else None))
-            conn.commit()
+            spooled = read_spool_file(path)
+            insert_samples(conn, [spooled.sample], RAW_EVERY_SEC)
             path.unlink()
         elapsed = time.perf_counter() - started
-        (rows,) = conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry").fetchone()
+        (rows,) = conn.execute("SELECT count(*) FROM telemetry.gpu_samples").fetchone()
     return elapsed, rows
 
 

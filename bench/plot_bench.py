@@ -105,7 +105,7 @@ def main() -> int:
         with psycopg.connect("", autocommit=True) as conn:
             started = time.perf_counter()
             rows = synthetic.load(conn, START, end)
-            conn.execute("VACUUM ANALYZE telemetry.gpu_telemetry")
+            conn.execute("VACUUM ANALYZE telemetry.gpu_samples")
             conn.execute("VACUUM ANALYZE telemetry.gpu_telemetry_1m")
             print(f"loaded {rows:,} rows ({args.days:g} days, 1 Hz, 2 GPUs) in "
                   f"{time.perf_counter() - started:.0f} s", flush=True)

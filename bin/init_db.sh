@@ -2,7 +2,8 @@
 # Apply the schema (sql/*.sql, in lexical order, each file once) to the PostgreSQL database,
 # and optionally create the collector's writer role and Grafana's read-only role.
 #
-# Usage: bin/init_db.sh [--env PATH] [--writer-role NAME] [--reader-role NAME] [--debug]
+# Usage: bin/init_db.sh [--env PATH] [--writer-role NAME] [--reader-role NAME]
+#                        [--reset [--events] [--yes]] [--batch-rows N] [--debug]
 #
 #   --env PATH          read configuration from PATH instead of <repo>/.env
 #   --writer-role NAME  create (if missing) a LOGIN role that may INSERT telemetry, and SELECT
@@ -10,6 +11,13 @@
 #                       password from WRITER_PGPASSWORD when set
 #   --reader-role NAME  create (if missing) a read-only LOGIN role (Grafana);
 #                       password from READER_PGPASSWORD when set
+#   --reset             then empty the samples, raw snapshots and the one-minute rollup (what
+#                       TRUNCATE telemetry.gpu_telemetry did before it became a view), after
+#                       a question answered y; GPU identities and statuses are kept
+#   --events            with --reset: empty telemetry.collector_events too
+#   --yes               with --reset: do not ask (needed when stdin is not a terminal)
+#   --batch-rows N      rows per transaction when moving a wide table of schema versions 1 to
+#                       5 into the narrow tables (default 20000); progress on stderr
 #   --debug             show a traceback on unexpected errors
 #   -h, --help          show this help
 #
@@ -25,7 +33,8 @@
 # Every applied file is recorded in telemetry.schema_migrations; a second run skips it.
 # A failure is one line: what failed, the server's reason, and a hint at the fix.
 #
-# Exit status: 0 done, 1 SQL error (a failed migration is rolled back), 2 usage, 70 internal
+# Exit status: 0 done, 1 SQL error (a failed migration is rolled back) or a declined --reset,
+# 2 usage, 70 internal
 # error (--debug shows the traceback), 75 server unreachable, 77 no rights, 78 login refused
 # (wrong or missing password, no such role or database, pg_hba.conf, no LOGIN) or
 # configuration (TLS, env file), 127 no Python to run it with (neither <repo>/.venv nor uv),
@@ -48,7 +57,7 @@ main() {
         usage
         return 0
         ;;
-      --env | --writer-role | --reader-role) shift ;;
+      --env | --writer-role | --reader-role | --batch-rows) shift ;;
     esac
     (($# == 0)) || shift
   done

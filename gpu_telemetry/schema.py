@@ -12,14 +12,18 @@ Adding a GPU field is one edit here plus a migration:
 1. Add a Column to _READINGS below: name with its unit (`_c`, `_w`, `_pct`, `_mib`, `_mhz`),
    SQL type, unit, comment, parser kind and XML paths (most preferred first). A field plots
    draw also gets rollup="stats", its --metric name, axis title and metric_order.
-2. Write the next sql/00N_<what>.sql from migration_sql(name): ALTER TABLE ... ADD COLUMN
-   IF NOT EXISTS and COMMENT ON COLUMN for the table, and for a field the rollup keeps
-   (rollup="stats") its x_min / x_max / x_sum / x_n columns in telemetry.gpu_telemetry_1m;
-   such a field also needs the rollup trigger function (sql/002) replaced to fill them.
+2. Write the next sql/00N_<what>.sql from migration_sql(name): the column of
+   telemetry.gpu_samples, the view telemetry.gpu_telemetry replaced with the column at its end
+   (VIEW_COLUMNS), its COMMENT, and for a field the rollup keeps (rollup="stats") its x_min /
+   x_max / x_sum / x_n columns in telemetry.gpu_telemetry_1m; such a field also needs the
+   rollup trigger function (sql/006) replaced to fill them.
 3. Run tests/test_schema.py and tests/test_parser.py: the first fails until the database and
    this module agree, the second until a fixture shows the new value.
 
 Nothing here imports a wing of the package: the collector, the store and the plots all read it.
+
+Longer than usual: it is the one list of every column (most of its lines), with the little SQL
+that is derived from that list (the view, a new column's migration) kept beside it.
 """
 
 from __future__ import annotations
@@ -285,6 +289,39 @@ ROW_COLUMNS = tuple(column.name for column in ROW)
 BY_NAME: dict[str, Column] = {column.name: column for column in ROW}
 assert len(BY_NAME) == len(ROW), "a column is named twice"
 
+# Where a row's columns are stored under the view TABLE (sql/006_narrow_storage.sql): what
+# names the GPU once per identity in telemetry.gpus, the status once per (tag, memo, run id)
+# in telemetry.statuses, the raw snapshot in telemetry.gpu_raw, every other column (the time
+# and the readings) in telemetry.gpu_samples, beside the ids of the first two.
+STORED_IN_GPUS = ("host", "gpu_uuid", "pci_bus_id", "gpu_name", "driver_version")
+STORED_IN_STATUSES = ("status_tag", "status_memo", "run_id")
+STORED_IN_SAMPLES = tuple(name for name in ROW_COLUMNS
+                          if name not in (*STORED_IN_GPUS, *STORED_IN_STATUSES, RAW_JSON.name))
+
+# The view's column order: the order of the table it replaced (by width, as that table was
+# laid out), so that `SELECT *` answers as it did. A new column goes at the end.
+VIEW_COLUMNS = (
+    "ts", "throttle_sw_power_cap_us", "throttle_sync_boost_us", "throttle_sw_thermal_us",
+    "throttle_hw_thermal_us", "throttle_hw_power_brake_us", "ecc_volatile_corrected",
+    "ecc_volatile_uncorrected", "ecc_aggregate_corrected", "ecc_aggregate_uncorrected",
+    "power_draw_w", "power_limit_w", "mem_used_mib", "mem_total_mib", "power_avg_w",
+    "power_limit_default_w", "power_limit_min_w", "power_limit_max_w", "pcie_tx_kbps",
+    "pcie_rx_kbps", "pcie_replay_count", "retired_pages_sbe", "retired_pages_dbe",
+    "remapped_rows_corr", "remapped_rows_unc", "gpu_index", "temp_c", "fan_pct",
+    "util_gpu_pct", "util_mem_pct", "clocks_gr_mhz", "clocks_sm_mhz", "clocks_mem_mhz",
+    "memory_temp_c", "temp_tlimit_c", "temp_slowdown_c", "temp_shutdown_c",
+    "temp_max_operating_c", "temp_target_c", "memory_temp_max_c", "clocks_video_mhz",
+    "clocks_max_gr_mhz", "clocks_max_sm_mhz", "clocks_max_mem_mhz", "util_enc_pct",
+    "util_dec_pct", "pcie_gen_cur", "pcie_gen_max", "pcie_width_cur", "pcie_width_max",
+    "throttle_gpu_idle", "throttle_app_clocks", "throttle_sw_power_cap",
+    "throttle_hw_slowdown", "throttle_hw_thermal", "throttle_hw_power_brake",
+    "throttle_sync_boost", "throttle_sw_thermal", "throttle_display_clocks", "ecc_enabled",
+    "retired_pages_pending", "remapped_rows_pending", "remapped_rows_failure",
+    "persistence_mode", "host", "gpu_uuid", "pci_bus_id", "gpu_name", "status_tag",
+    "status_memo", "run_id", "pstate", "driver_version", "raw_json",
+)
+assert sorted(VIEW_COLUMNS) == sorted(ROW_COLUMNS), "VIEW_COLUMNS is not every column of ROW"
+
 def column_types(columns: tuple[Column, ...] = GPU_FIELDS) -> dict[str, str]:
     """Column name -> SQL type, in order; by default one GPU's fields (the sample's gpus)."""
     return {column.name: column.sql_type for column in columns}
@@ -346,16 +383,47 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _view_source(name: str) -> str:
+    if name in STORED_IN_GPUS:
+        return f"g.{name}"
+    if name in STORED_IN_STATUSES:
+        return f"st.{name}"
+    if name == RAW_JSON.name:
+        # A subquery rather than a join: a query that does not ask for raw_json does not read
+        # telemetry.gpu_raw at all.
+        return ("(SELECT r.raw_json FROM telemetry.gpu_raw AS r"
+                " WHERE r.ts = s.ts AND r.gpu_id = s.gpu_id) AS raw_json")
+    return f"s.{name}"
+
+
+def view_sql(columns: tuple[str, ...] = VIEW_COLUMNS) -> str:
+    """CREATE OR REPLACE VIEW of TABLE over the narrow tables (sql/006_narrow_storage.sql),
+    and the COMMENT of each of its columns."""
+    return (f"CREATE OR REPLACE VIEW {TABLE} AS SELECT "
+            + ", ".join(_view_source(name) for name in columns)
+            + " FROM telemetry.gpu_samples AS s"
+              " JOIN telemetry.gpus AS g ON g.gpu_id = s.gpu_id"
+              " JOIN telemetry.statuses AS st ON st.status_id = s.status_id;\n"
+            + "".join(f"COMMENT ON COLUMN {TABLE}.{name} IS {_quote(BY_NAME[name].comment)};\n"
+                      for name in columns if name in BY_NAME))
+
+
 def migration_sql(name: str) -> str:
-    """The statements a migration needs to add this column (and its rollup columns)."""
+    """The statements a migration needs to add this reading (and its rollup columns): the
+    column of telemetry.gpu_samples, the view with it at the end, the COMMENTs."""
     column = BY_NAME[name]
-    added = [(TABLE, column, "")]
+    if name not in STORED_IN_SAMPLES:
+        raise ValueError(f"{name} is not stored in telemetry.gpu_samples")
+    statements = [f"ALTER TABLE telemetry.gpu_samples ADD COLUMN IF NOT EXISTS {name}"
+                  f" {column.sql_type};\n",
+                  view_sql(VIEW_COLUMNS if name in VIEW_COLUMNS else (*VIEW_COLUMNS, name))]
     if column.rollup == "stats":
         # As sql/002 has them: x_sum and x_n are NOT NULL DEFAULT 0, so a sum never meets NULL.
         low, high, total, count = _stats_columns(column)
-        added += [(ROLLUP_TABLE, low, ""), (ROLLUP_TABLE, high, ""),
-                  (ROLLUP_TABLE, total, " NOT NULL DEFAULT 0"),
-                  (ROLLUP_TABLE, count, " NOT NULL DEFAULT 0")]
-    return "".join(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c.name} {c.sql_type}{extra};\n"
-                   f"COMMENT ON COLUMN {table}.{c.name} IS {_quote(c.comment)};\n"
-                   for table, c, extra in added)
+        for c, extra in ((low, ""), (high, ""), (total, " NOT NULL DEFAULT 0"),
+                         (count, " NOT NULL DEFAULT 0")):
+            statements.append(f"ALTER TABLE {ROLLUP_TABLE} ADD COLUMN IF NOT EXISTS {c.name}"
+                              f" {c.sql_type}{extra};\n"
+                              f"COMMENT ON COLUMN {ROLLUP_TABLE}.{c.name} IS"
+                              f" {_quote(c.comment)};\n")
+    return "".join(statements)

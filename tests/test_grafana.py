@@ -605,7 +605,7 @@ def test_the_read_only_role_runs_every_query(db: Database, dashboard, reader_rol
         conn.read_only = False
         with pytest.raises((psycopg.errors.ReadOnlySqlTransaction,
                             psycopg.errors.InsufficientPrivilege)):
-            conn.execute("DELETE FROM telemetry.gpu_telemetry")
+            conn.execute("DELETE FROM telemetry.gpu_samples")
 
 
 # --- import and provisioning -----------------------------------------------------------------

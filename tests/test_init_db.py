@@ -162,8 +162,12 @@ def test_tables_columns_and_primary_key(db: Database) -> None:
         pk = [row[0] for row in conn.execute(
             "SELECT a.attname FROM pg_index i"
             " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
-            " WHERE i.indrelid = 'telemetry.gpu_telemetry'::regclass AND i.indisprimary"
+            " WHERE i.indrelid = 'telemetry.gpu_samples'::regclass AND i.indisprimary"
             " ORDER BY array_position(i.indkey::int2[], a.attnum)")]
+        kinds = dict(conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'telemetry'"
+            " AND c.relname IN ('gpu_telemetry', 'gpu_samples', 'gpu_raw')").fetchall())
         events = {row[0] for row in conn.execute(
             "SELECT column_name FROM information_schema.columns"
             " WHERE table_schema = 'telemetry' AND table_name = 'collector_events'")}
@@ -172,7 +176,9 @@ def test_tables_columns_and_primary_key(db: Database) -> None:
             " WHERE table_schema = 'telemetry' AND table_name = 'schema_migrations'")}
 
     assert columns == set(GPU_COLUMNS) | SAMPLE_COLUMNS
-    assert pk == ["ts", "host", "gpu_uuid"]
+    # The documented table is a view over narrow tables partitioned by time.
+    assert kinds == {"gpu_telemetry": "v", "gpu_samples": "p", "gpu_raw": "p"}
+    assert pk == ["ts", "gpu_id"]
     assert {"ts", "host", "kind", "detail"} <= events
     assert migrations == {"filename", "applied_at"}
 
@@ -183,7 +189,8 @@ def test_every_column_has_a_comment(db: Database) -> None:
             "SELECT c.relname, a.attname FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'telemetry' AND c.relkind = 'r'"
+            " WHERE n.nspname = 'telemetry' AND c.relkind IN ('r', 'p', 'v')"
+            "   AND NOT c.relispartition"
             "   AND a.attnum > 0 AND NOT a.attisdropped"
             "   AND col_description(a.attrelid, a.attnum) IS NULL").fetchall()
     assert missing == []
@@ -217,20 +224,24 @@ def test_writer_role_inserts_but_never_updates_or_deletes(repo_copy: Path, db: D
     # Computed here: the server was sent the verifier, never the password.
     assert verifies(stored, secret) and not verifies(stored, "other")
     with _connect(db.env, user=role_name) as conn:
+        # A month with no partition yet: the writer's insert creates it.
         insert = ("INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid, temp_c)"
-                  " VALUES ('2026-01-04T00:00:00Z', 'h', 'GPU-1', 40) ON CONFLICT DO NOTHING")
+                  " VALUES ('2026-01-04T00:00:00Z', 'h', 'GPU-1', 40)")
         conn.execute(insert)
-        conn.execute(insert)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(insert)
         conn.execute("INSERT INTO telemetry.collector_events (ts, host, kind, detail)"
                      " VALUES (now(), 'h', 'outage_start', 'test')")
-        assert conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM telemetry.gpu_samples").fetchone() == (1,)
         conn.execute("CREATE TEMP TABLE staging (x int)")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("UPDATE telemetry.gpu_telemetry SET temp_c = 0")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("DELETE FROM telemetry.gpu_telemetry")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("TRUNCATE telemetry.collector_events")
+        for statement in ("SELECT temp_c FROM telemetry.gpu_telemetry",
+                          "SELECT * FROM telemetry.gpus",
+                          "UPDATE telemetry.gpu_samples SET temp_c = 0",
+                          "DELETE FROM telemetry.gpu_samples",
+                          "UPDATE telemetry.gpus SET host = 'x'",
+                          "TRUNCATE telemetry.collector_events"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
 
 
 def test_reader_role_cannot_insert(repo_copy: Path, db: Database, role_name: str) -> None:

@@ -54,8 +54,9 @@ def test_the_maximum_survives_reduction(db):
     spike_at = DAY + timedelta(hours=30, seconds=17)
     with db.connect() as conn:
         synthetic.load(conn, DAY + timedelta(hours=12), DAY + timedelta(hours=36))
-        conn.execute("UPDATE telemetry.gpu_telemetry SET temp_c = 99"
-                     " WHERE ts = %s AND gpu_uuid = %s", (spike_at, P40_A))
+        conn.execute("UPDATE telemetry.gpu_samples SET temp_c = 99 WHERE ts = %s AND gpu_id ="
+                     " (SELECT gpu_id FROM telemetry.gpus WHERE gpu_uuid = %s)",
+                     (spike_at, P40_A))
         # UPDATE does not pass through the rollup; put the spike where an insert would.
         conn.execute("UPDATE telemetry.gpu_telemetry_1m SET temp_c_max = 99"
                      " WHERE bucket = date_trunc('minute', %s::timestamptz) AND gpu_uuid = %s",

@@ -67,16 +67,23 @@ def test_the_rollup_table_is_the_schema(db):
 
 def test_a_column_only_in_the_database_is_found(db):
     with db.connect() as conn:
-        conn.execute(f"ALTER TABLE {schema.TABLE} ADD COLUMN fan2_pct smallint")
+        conn.execute("ALTER TABLE telemetry.gpu_samples ADD COLUMN fan2_pct smallint")
+        conn.execute(schema.view_sql((*schema.VIEW_COLUMNS, "fan2_pct")))
         found = differences(schema.ROW, catalogue(conn, schema.TABLE))
     assert found == ["fan2_pct: in the database, not in gpu_telemetry.schema"]
 
 
 @pytest.mark.parametrize("name", ["persistence_mode", "fan_pct"])
-def test_a_column_only_in_the_schema_is_found_and_its_migration_fixes_it(db, name):
+def test_a_column_only_in_the_schema_is_found_and_its_migration_fixes_it(db, name,
+                                                                         monkeypatch):
     rolled_up = name == "fan_pct"
+    # As if the field had just been added: the last column of the view.
+    monkeypatch.setattr(schema, "VIEW_COLUMNS",
+                        (*(c for c in schema.VIEW_COLUMNS if c != name), name))
     with db.connect() as conn:
-        conn.execute(f"ALTER TABLE {schema.TABLE} DROP COLUMN {name}")
+        conn.execute(f"DROP VIEW {schema.TABLE}")
+        conn.execute(f"ALTER TABLE telemetry.gpu_samples DROP COLUMN {name}")
+        conn.execute(schema.view_sql(tuple(c for c in schema.VIEW_COLUMNS if c != name)))
         if rolled_up:
             conn.execute(f"ALTER TABLE {schema.ROLLUP_TABLE} DROP COLUMN {name}_min,"
                          f" DROP COLUMN {name}_max, DROP COLUMN {name}_sum, DROP COLUMN {name}_n")
@@ -87,6 +94,20 @@ def test_a_column_only_in_the_schema_is_found_and_its_migration_fixes_it(db, nam
         conn.execute(schema.migration_sql(name))
         assert differences(schema.ROW, catalogue(conn, schema.TABLE)) == []
         assert differences(schema.rollup_columns(), catalogue(conn, schema.ROLLUP_TABLE)) == []
+
+
+def test_the_view_answers_select_star_in_the_order_of_the_table_it_replaced(db):
+    with db.connect() as conn:
+        assert tuple(catalogue(conn, schema.TABLE)) == schema.VIEW_COLUMNS
+
+
+def test_every_column_is_stored_in_one_narrow_table(db):
+    with db.connect() as conn:
+        samples = set(catalogue(conn, "telemetry.gpu_samples"))
+        gpus = set(catalogue(conn, "telemetry.gpus"))
+        statuses = set(catalogue(conn, "telemetry.statuses"))
+    assert samples == {*schema.STORED_IN_SAMPLES, "gpu_id", "status_id"}
+    assert set(schema.STORED_IN_GPUS) <= gpus and set(schema.STORED_IN_STATUSES) <= statuses
 
 
 def test_a_changed_type_or_comment_is_found(db):

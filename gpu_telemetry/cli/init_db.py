@@ -16,6 +16,8 @@ import getpass
 import os
 import re
 import shlex
+import sys
+import time
 from dataclasses import dataclass
 
 from gpu_telemetry import REPO_ROOT
@@ -25,6 +27,7 @@ from gpu_telemetry.errors import (
     EXIT_CONFIG,
     EXIT_NO_PERMISSION,
     EXIT_SPOOLED,
+    EXIT_USAGE,
     DatabaseError,
     LoginRefused,
     PermissionDenied,
@@ -181,16 +184,72 @@ def _step(step: str, what: str, ctx: Context, action):
 
 
 GRANTED = {
-    "WRITER": "writer role {role}: INSERT on telemetry.gpu_telemetry and "
-              "telemetry.collector_events, SELECT on their key columns; no UPDATE, DELETE or "
-              "TRUNCATE",
+    "WRITER": "writer role {role}: INSERT on telemetry.gpu_samples, gpu_raw and "
+              "collector_events, SELECT on their key columns, adds GPU identities, statuses "
+              "and partitions through the schema's functions; no UPDATE, DELETE or TRUNCATE",
     "READER": "reader role {role}: SELECT on every telemetry table, read-only sessions",
 }
 
 
-def initialise(env_file: str | None, writer_role: str | None, reader_role: str | None) -> int:
+# What --reset empties (--events adds telemetry.collector_events). The GPU identities and the
+# statuses stay: they are the inventory, and the next sample finds its ids there.
+RESET_TABLES = ("telemetry.gpu_samples", "telemetry.gpu_raw", "telemetry.gpu_telemetry_1m")
+EVENTS_TABLE = "telemetry.collector_events"
+
+
+@dataclass(frozen=True)
+class Reset:
+    """--reset: which tables to empty, and whether --yes stands in for the question."""
+
+    events: bool
+    yes: bool
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (*RESET_TABLES, EVENTS_TABLE) if self.events else RESET_TABLES
+
+
+def _show_progress(progress) -> None:
+    """One line per batch; on a terminal the line is rewritten in place."""
+    line = progress.line(time.monotonic())
+    if sys.stderr.isatty():
+        end = "\n" if progress.moved >= progress.total else ""
+        print(f"\r{line}\x1b[K", end=end, file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _confirm(reset: Reset, database: str, counts: dict[str, int]) -> bool:
+    listing = ", ".join(f"{table} ({rows:,} rows)" for table, rows in counts.items())
+    question = f"empty {listing} in database {database}? [y/N] "
+    if reset.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise InitFailed(f"--reset would empty {listing}: add --yes to do it without being "
+                         "asked", EXIT_USAGE)
+    try:
+        answer = input(question)
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def reset_tables(conn, reset: Reset, database: str) -> int:
+    """Empty the tables of --reset after the question (or --yes); 0 done, 1 declined."""
+    from gpu_telemetry.db import migrate
+
+    if not _confirm(reset, database, migrate.row_counts(conn, reset.tables)):
+        print("nothing emptied", flush=True)
+        return 1
+    migrate.empty_tables(conn, reset.tables)
+    print(f"emptied {', '.join(reset.tables)}", flush=True)
+    return 0
+
+
+def initialise(env_file: str | None, writer_role: str | None, reader_role: str | None,
+               batch_rows: int = 20_000, reset: Reset | None = None) -> int:
     from gpu_telemetry.config import load_env_file
-    from gpu_telemetry.db import migrate, roles
+    from gpu_telemetry.db import migrate, narrow, roles
 
     load_env_file(env_file)
     ctx = Context.from_environment(env_file)
@@ -210,6 +269,13 @@ def initialise(env_file: str | None, writer_role: str | None, reader_role: str |
             _step("migration", f"{path.name} failed; nothing of it was applied", ctx,
                   lambda path=path: migrate.apply_migration(conn, path))
             print(f"applied {path.name}", flush=True)
+        if narrow.wide_table_exists(conn):
+            progress = _step("migration", "cannot move the rows of the wide table", ctx,
+                             lambda: narrow.move_wide_rows(conn, batch_rows, _show_progress,
+                                                           roles.grant_writer))
+            print(f"moved {progress.moved:,} rows into the narrow tables", flush=True)
+        _step("migration", "cannot create this month's and the next month's partitions", ctx,
+              lambda: migrate.ensure_partitions_ahead(conn))
         for role, kind, grant in ((writer_role, "WRITER", roles.grant_writer),
                                   (reader_role, "READER", roles.grant_reader)):
             if not role:
@@ -223,6 +289,9 @@ def initialise(env_file: str | None, writer_role: str | None, reader_role: str |
             if not password:
                 print(f"note: {kind}_PGPASSWORD not set; {role} has no password set by this run",
                       flush=True)
+        if reset is not None:
+            return _step("reset", "cannot empty the telemetry tables", ctx,
+                         lambda: reset_tables(conn, reset, ctx.database))
     return 0
 
 
@@ -232,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
                                        "reader roles (bin/init_db.sh --help).")
     parser.add_argument("--writer-role", metavar="NAME")
     parser.add_argument("--reader-role", metavar="NAME")
+    parser.add_argument("--reset", action="store_true")
+    parser.add_argument("--events", action="store_true")
+    parser.add_argument("--yes", action="store_true")
+    parser.add_argument("--batch-rows", type=int, default=20_000, metavar="N")
     add_common_options(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -240,7 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         if role is not None and not ROLE_NAME_RE.fullmatch(role):
             parser.error(f"invalid role name {role!r}: use lower-case letters, digits and _ "
                          f"({ROLE_NAME_RE.pattern})")
-    return run(lambda: initialise(args.env, args.writer_role, args.reader_role),
+    if (args.events or args.yes) and not args.reset:
+        parser.error("--events and --yes go with --reset")
+    if args.batch_rows < 1:
+        parser.error("--batch-rows must be at least 1")
+    reset = Reset(events=args.events, yes=args.yes) if args.reset else None
+    return run(lambda: initialise(args.env, args.writer_role, args.reader_role,
+                                  args.batch_rows, reset),
                debug=args.debug, program=PROGRAM)
 
 

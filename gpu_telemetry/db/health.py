@@ -20,10 +20,9 @@ def _rows(conn: psycopg.Connection, query: str, params: tuple, doing: str) -> li
 
 def last_sample_age_sec(conn: psycopg.Connection, host: str) -> float | None:
     """Seconds since the host's last stored row; None when it has none."""
-    # ts and host are columns even the insert-only writer role may read.
-    (row,) = _rows(conn, "SELECT extract(epoch FROM now() - max(ts))::float8 AS age"
-                         " FROM telemetry.gpu_telemetry WHERE host = %s", (host,),
-                   "last sample")
+    # A function of the schema's owner, which the insert-only writer role may call too.
+    (row,) = _rows(conn, "SELECT extract(epoch FROM now() - telemetry.last_sample_time(%s))"
+                         "::float8 AS age", (host,), "last sample")
     return row["age"]
 
 

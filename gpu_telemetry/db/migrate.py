@@ -113,3 +113,31 @@ def apply_migration(conn: psycopg.Connection, path: Path) -> None:
                          (path.name,))
     except psycopg.Error as exc:
         raise failure(exc, doing) from exc
+
+
+def ensure_partitions_ahead(conn: psycopg.Connection) -> int:
+    """This month's and the next month's partitions of the narrow tables (sql/006); how many
+    were created."""
+    try:
+        return int(conn.execute("SELECT telemetry.ensure_partitions(now(),"
+                                " now() + interval '1 month')").fetchone()[0])
+    except psycopg.Error as exc:
+        raise failure(exc, "cannot create the coming month's partitions") from exc
+
+
+def row_counts(conn: psycopg.Connection, tables: tuple[str, ...]) -> dict[str, int]:
+    """count(*) of each table, in order."""
+    try:
+        return {table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                for table in tables}
+    except psycopg.Error as exc:
+        raise failure(exc, "cannot count the rows to empty") from exc
+
+
+def empty_tables(conn: psycopg.Connection, tables: tuple[str, ...]) -> None:
+    """TRUNCATE the tables in one statement (bin/init_db.sh --reset)."""
+    try:
+        with conn.transaction():
+            conn.execute(f"TRUNCATE {', '.join(tables)}")
+    except psycopg.Error as exc:
+        raise failure(exc, "cannot empty the telemetry tables") from exc

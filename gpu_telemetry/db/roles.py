@@ -24,10 +24,19 @@ SCRAM_SALT_BYTES = 16
 _WRITER_GRANTS = """\
 GRANT USAGE ON SCHEMA telemetry TO {role};
 REVOKE ALL ON ALL TABLES IN SCHEMA telemetry FROM {role};
-GRANT INSERT ON telemetry.gpu_telemetry, telemetry.collector_events TO {role};
+GRANT INSERT ON telemetry.gpu_samples, telemetry.gpu_raw, telemetry.collector_events TO {role};
 -- ON CONFLICT compares the key; nothing else may be read back.
-GRANT SELECT (ts, host, gpu_uuid) ON telemetry.gpu_telemetry TO {role};
+GRANT SELECT (ts, gpu_id) ON telemetry.gpu_samples, telemetry.gpu_raw TO {role};
+-- One row per (ts, host, gpu_uuid) whatever the identity: which ids are that GPU's.
+GRANT SELECT (gpu_id, host, gpu_uuid) ON telemetry.gpus TO {role};
 GRANT SELECT (ts, host, kind, gpu_uuid) ON telemetry.collector_events TO {role};
+-- Hand-written INSERTs into the view (one row at a time, through its trigger).
+GRANT INSERT ON telemetry.gpu_telemetry TO {role};
+-- Identities, statuses and month partitions are added through functions of the owner: the
+-- writer may add them, not read or change them.
+GRANT EXECUTE ON FUNCTION telemetry.gpu_id(text, text, text, text, text),
+    telemetry.status_id(text, text, text),
+    telemetry.ensure_partitions(timestamptz, timestamptz) TO {role};
 GRANT EXECUTE ON FUNCTION telemetry.raw_snapshot_times(text[], timestamptz) TO {role};
 -- RETENTION_DAYS: the flush timer prunes through this function, not with DELETE rights.
 GRANT EXECUTE ON FUNCTION telemetry.prune(double precision) TO {role};
@@ -91,8 +100,9 @@ def _grant(conn: psycopg.Connection, role: str, statements: str) -> None:
 
 
 def grant_writer(conn: psycopg.Connection, role: str) -> None:
-    """INSERT rows and events, SELECT their key columns (what ON CONFLICT compares), the two
-    functions the collector and the flush call; no UPDATE, DELETE or TRUNCATE."""
+    """INSERT samples, raw snapshots and events, SELECT their key columns (what ON CONFLICT
+    compares), the functions the collector and the flush call (identities, statuses,
+    partitions, raw snapshot times, retention); no UPDATE, DELETE or TRUNCATE."""
     _grant(conn, role, _WRITER_GRANTS)
 
 

@@ -174,11 +174,18 @@ def fetch_buckets(conn: psycopg.Connection, filters: Filters, columns: list[str]
     return _select(conn, query, params), from_rollup
 
 
+# The span of a run's statuses (telemetry.statuses keeps first and last seen): a run's rows are
+# read through the time key, not by scanning every partition for the run id.
+RUN_SPAN = ("ts >= (SELECT min(first_seen) FROM telemetry.statuses WHERE run_id = %s)"
+            " AND ts <= (SELECT max(last_seen) FROM telemetry.statuses WHERE run_id = %s)")
+
+
 def fetch_run(conn: psycopg.Connection, run_id: str, host: str | None = None) -> RunSpan | None:
     """The run's first and last sample and its hosts, or None when no row has that run id."""
     [(first, last, hosts)] = _select(
         conn, "SELECT min(ts), max(ts), array_agg(DISTINCT host) FROM telemetry.gpu_telemetry"
-        " WHERE run_id = %s AND (%s::text IS NULL OR host = %s)", (run_id, host, host))
+        f" WHERE run_id = %s AND {RUN_SPAN} AND (%s::text IS NULL OR host = %s)",
+        (run_id, run_id, run_id, host, host))
     return None if first is None else RunSpan(run_id, first, last, tuple(sorted(hosts)))
 
 

@@ -1,8 +1,9 @@
 """PostgreSQL: connect through libpq's own PG* variables, store samples and events.
 
 Every write is idempotent (ON CONFLICT DO NOTHING on the primary key), so a replayed spool
-never duplicates. Rows go in with one COPY into a temporary staging table and one
-INSERT ... SELECT per batch: one round trip per batch instead of one per row.
+never duplicates. Rows go in with one COPY into a temporary staging table and one statement
+per batch that stores them in the narrow tables under the view telemetry.gpu_telemetry (one
+round trip per batch instead of one per row); a loop sample is one prepared statement.
 """
 
 from __future__ import annotations
@@ -134,11 +135,49 @@ def _thin_raw_snapshots(conn: psycopg.Connection, samples: list[Sample],
 
 
 DIRECT_INSERT_MAX_ROWS = 16
-_DIRECT_INSERT = (
-    f"INSERT INTO telemetry.gpu_telemetry ({_COLUMN_LIST})"
-    f" SELECT {_COLUMN_LIST} FROM jsonb_to_recordset(%s) AS r ("
-    + ", ".join(f"{column} {_STAGE_TYPES[column]}" for column in ROW_COLUMNS) + ")"
-    " ON CONFLICT DO NOTHING")
+
+# Where each column of a row is stored (sql/006_narrow_storage.sql): the GPU's identity and the
+# status once, in telemetry.gpus and telemetry.statuses, by id; raw_json in telemetry.gpu_raw;
+# the rest in telemetry.gpu_samples.
+_IDENTITY = schema.STORED_IN_GPUS
+_STATUS = schema.STORED_IN_STATUSES
+_SAMPLE = schema.STORED_IN_SAMPLES
+
+
+def _same(columns: tuple[str, ...], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in columns)
+
+
+def _insert_sql(rows: str) -> str:
+    """One statement that stores the rows `rows` selects (every column of ROW_COLUMNS): the ids
+    of their identities and statuses (added when new), the raw snapshots, the readings. ON
+    CONFLICT DO NOTHING: its row count is the samples really inserted."""
+    listed = ", ".join
+    return (
+        f"WITH r AS ({rows}),"
+        f" gpu AS (SELECT d.*, telemetry.gpu_id({listed('d.' + c for c in _IDENTITY)}) AS gpu_id"
+        f" FROM (SELECT DISTINCT {listed(_IDENTITY)} FROM r) AS d),"
+        f" status AS (SELECT d.*, telemetry.status_id({listed('d.' + c for c in _STATUS)})"
+        f" AS status_id FROM (SELECT DISTINCT {listed(_STATUS)} FROM r) AS d),"
+        f" joined AS (SELECT r.*, gpu.gpu_id, status.status_id FROM r"
+        f" JOIN gpu ON {_same(_IDENTITY, 'gpu', 'r')}"
+        f" JOIN status ON {_same(_STATUS, 'status', 'r')}"
+        # One row per (ts, host, gpu_uuid), as the view's key promises, even where the same
+        # GPU came back under another identity (bus id, driver) at the same time.
+        " WHERE NOT EXISTS (SELECT 1 FROM telemetry.gpu_samples AS s WHERE s.ts = r.ts"
+        " AND s.gpu_id <> gpu.gpu_id AND s.gpu_id IN (SELECT g.gpu_id FROM telemetry.gpus AS g"
+        " WHERE g.host = r.host AND g.gpu_uuid = r.gpu_uuid))),"
+        " raw AS (INSERT INTO telemetry.gpu_raw (ts, gpu_id, raw_json)"
+        " SELECT ts, gpu_id, raw_json FROM joined WHERE raw_json IS NOT NULL"
+        " ON CONFLICT DO NOTHING)"
+        f" INSERT INTO telemetry.gpu_samples (gpu_id, status_id, {listed(_SAMPLE)})"
+        f" SELECT gpu_id, status_id, {listed(_SAMPLE)} FROM joined ON CONFLICT DO NOTHING")
+
+
+_DIRECT_INSERT = _insert_sql(
+    f"SELECT {_COLUMN_LIST} FROM jsonb_to_recordset(%s) AS j ("
+    + ", ".join(f"{column} {_STAGE_TYPES[column]}" for column in ROW_COLUMNS) + ")")
+_STAGED_INSERT = _insert_sql(f"SELECT {_COLUMN_LIST} FROM {_STAGE}")
 
 
 def _json_rows(samples: list[Sample]):
@@ -167,8 +206,21 @@ def insert_samples(conn: psycopg.Connection, samples: list[Sample], raw_every_se
 
     Returns (rows inserted, rows offered); the difference were already stored. COMMIT happens
     when this returns; an exception (a DatabaseError subclass) means nothing is known to be
-    stored.
+    stored. A sample whose month has no partition yet (an old spool file after retention, a
+    flush timer that did not run) gets it, and the transaction is tried once more.
     """
+    try:
+        return _insert_samples(conn, samples, raw_every_sec, events)
+    except psycopg.errors.CheckViolation as exc:
+        if not str(exc).startswith("no partition of relation"):
+            raise
+    times = [sample.ts for sample in samples]
+    _ensure_partitions(conn, min(times), max(times))
+    return _insert_samples(conn, samples, raw_every_sec, events)
+
+
+def _insert_samples(conn: psycopg.Connection, samples: list[Sample], raw_every_sec: float,
+                    events: Sequence[Event]) -> tuple[int, int]:
     with conn.transaction():
         _thin_raw_snapshots(conn, samples, raw_every_sec)
         offered = sum(len(sample.gpus) for sample in samples)
@@ -186,12 +238,23 @@ def insert_samples(conn: psycopg.Connection, samples: list[Sample], raw_every_se
                 with cur.copy(f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN") as copy:
                     for row in _rows(samples):
                         copy.write_row(row)
-                cur.execute(f"INSERT INTO telemetry.gpu_telemetry ({_COLUMN_LIST})"
-                            f" SELECT {_COLUMN_LIST} FROM {_STAGE} ON CONFLICT DO NOTHING")
+                cur.execute(_STAGED_INSERT)
                 inserted = cur.rowcount
         if events:
             _insert_events(conn, events)
     return inserted, offered
+
+
+@_named_errors("creating partitions")
+def ensure_partitions(conn: psycopg.Connection, first: datetime, last: datetime) -> int:
+    """The month partitions of the samples and raw snapshots from `first` to `last`, created
+    where missing (by a function of the schema's owner); how many were created."""
+    return _ensure_partitions(conn, first, last)
+
+
+def _ensure_partitions(conn: psycopg.Connection, first: datetime, last: datetime) -> int:
+    return int(conn.execute("SELECT telemetry.ensure_partitions(%s, %s)",
+                            (first, last)).fetchone()[0])
 
 
 @_named_errors("storing events")

@@ -101,9 +101,10 @@ def test_backend_terminated_in_the_middle_of_a_big_flush(db, tmp_path, procs):
     flush delivers the rest.
 
     To terminate it mid-way every time, another transaction holds an uncommitted copy of one
-    GPU row of sample 2000: the flusher commits the batches before it, then waits on that
-    row's lock (its own INSERT ... ON CONFLICT, or the 1-minute rollup row) and is terminated
-    while it waits."""
+    GPU row of sample 2000 (its identity and status committed before, the row inserted with
+    triggers off, so that the transaction holds that row's key and nothing else): the flusher
+    commits the batches before it, then waits on that row's key in its own INSERT ... ON
+    CONFLICT and is terminated while it waits."""
     total, batch = 3000, 200
     base = past_base()
     samples = make_samples(total, base=base, step_sec=1.0)
@@ -111,15 +112,21 @@ def test_backend_terminated_in_the_middle_of_a_big_flush(db, tmp_path, procs):
     env = base_env(tmp_path, db.env)
 
     blocker_sample = samples[2000]
+    gpu = blocker_sample.gpus[0]
+    status = blocker_sample.status
+    with db.connect() as conn:
+        ids = conn.execute(
+            "SELECT telemetry.gpu_id(%s, %s, %s, %s, %s), telemetry.status_id(%s, %s, %s)",
+            (default_host(), gpu.gpu_uuid, gpu.pci_bus_id, gpu.gpu_name, gpu.driver_version,
+             status.tag, status.memo, status.run_id)).fetchone()
+        conn.execute("SELECT telemetry.ensure_partitions(%s, %s)",
+                     (samples[0].ts, samples[-1].ts))
     blocker = db.connect()
     try:
         blocker.execute("BEGIN")
-        blocker.execute(
-            "INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid, status_tag, status_memo,"
-            " run_id) VALUES (%s, %s, %s, %s, %s, %s)",
-            (blocker_sample.ts, default_host(), blocker_sample.gpus[0].gpu_uuid,
-             blocker_sample.status.tag, blocker_sample.status.memo,
-             blocker_sample.status.run_id))
+        blocker.execute("SET LOCAL session_replication_role = replica")
+        blocker.execute("INSERT INTO telemetry.gpu_samples (ts, gpu_id, status_id)"
+                        " VALUES (%s, %s, %s)", (blocker_sample.ts, *ids))
         flush = start_script(procs, "flush_spool.py", "--batch", str(batch), env=env,
                              tmp_path=tmp_path, label="flush-1")
 

@@ -93,15 +93,20 @@ def test_the_writer_collects_spools_flushes_and_loops(db, roles, tmp_path, loops
 
 
 @pytest.mark.parametrize("statement", [
-    "UPDATE telemetry.gpu_telemetry SET temp_c = 0",
-    "DELETE FROM telemetry.gpu_telemetry",
-    "TRUNCATE telemetry.gpu_telemetry",
+    "UPDATE telemetry.gpu_samples SET temp_c = 0",
+    "DELETE FROM telemetry.gpu_samples",
+    "TRUNCATE telemetry.gpu_samples",
+    "DELETE FROM telemetry.gpu_raw",
+    "SELECT * FROM telemetry.gpus",
+    "SELECT * FROM telemetry.statuses",
+    "UPDATE telemetry.gpus SET host = 'x'",
     "DELETE FROM telemetry.collector_events",
     "SELECT raw_json FROM telemetry.gpu_telemetry",
     "SELECT temp_c, status_memo FROM telemetry.gpu_telemetry",
     "SELECT * FROM telemetry.gpu_telemetry_1m",
     "UPDATE telemetry.gpu_telemetry_1m SET samples = 0",
-    "DROP TABLE telemetry.gpu_telemetry",
+    "DROP TABLE telemetry.gpu_samples",
+    "DROP VIEW telemetry.gpu_telemetry",
 ])
 def test_the_writer_is_refused_what_it_must_not_do(db, roles, statement):
     writer, _ = roles
@@ -111,7 +116,7 @@ def test_the_writer_is_refused_what_it_must_not_do(db, roles, statement):
 
 @pytest.mark.parametrize("statement", [
     "INSERT INTO telemetry.gpu_telemetry (ts, host, gpu_uuid) VALUES (now(), 'h', 'g')",
-    "UPDATE telemetry.gpu_telemetry SET temp_c = 0",
+    "UPDATE telemetry.gpu_samples SET temp_c = 0",
     "DELETE FROM telemetry.collector_events",
     "TRUNCATE telemetry.gpu_telemetry_1m",
     "CREATE TABLE telemetry.x (a int)",

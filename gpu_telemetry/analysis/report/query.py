@@ -9,6 +9,7 @@ from datetime import datetime
 
 from gpu_telemetry.analysis.report.model import COLUMNS, RunReport, Selection, build_report
 from gpu_telemetry.db.read import reading, select_dicts
+from gpu_telemetry.db.series import RUN_SPAN
 from gpu_telemetry.tags import BENCH
 
 
@@ -24,8 +25,8 @@ class TelemetryRows:
         return select_dicts(self.conn, f"{self._select} WHERE {where} ORDER BY {order}", params)
 
     def of_run(self, run_id: str, host: str | None) -> list[dict]:
-        return self._rows("run_id = %s AND (%s::text IS NULL OR host = %s)",
-                          (run_id, host, host))
+        return self._rows(f"run_id = %s AND {RUN_SPAN} AND (%s::text IS NULL OR host = %s)",
+                          (run_id, run_id, run_id, host, host))
 
     def of_range(self, start: datetime, end: datetime, host: str | None) -> list[dict]:
         return self._rows("ts >= %s AND ts < %s AND (%s::text IS NULL OR host = %s)",

@@ -1,0 +1,136 @@
+"""Moving the rows of the wide table (schema versions 1 to 5) into the narrow tables.
+
+sql/006_narrow_storage.sql renames the table telemetry.gpu_telemetry to
+telemetry.gpu_telemetry_wide and puts the view telemetry.gpu_telemetry in its place; right
+after it, bin/init_db.sh calls move_wide_rows(). Each batch is one transaction that deletes its
+rows from the wide table and inserts them into telemetry.gpu_samples and telemetry.gpu_raw
+(identities and statuses added as met), so an interrupted move (Ctrl-C, kill -9, a server
+restart) loses nothing and the next bin/init_db.sh goes on where it stopped. The one-minute
+rollup already holds these rows and is left as it is. When the wide table is empty it is
+dropped, and the roles that could insert into it (the collector's writer) get the writer's
+rights on the new tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from gpu_telemetry import schema
+from gpu_telemetry.db.migrate import failure
+
+WIDE_TABLE = "telemetry.gpu_telemetry_wide"
+DEFAULT_BATCH_ROWS = 20_000
+
+_IDENTITY = schema.STORED_IN_GPUS
+_STATUS = schema.STORED_IN_STATUSES
+_SAMPLE = schema.STORED_IN_SAMPLES
+
+
+def _same(columns: tuple[str, ...], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in columns)
+
+
+_listed = ", ".join
+# The batch's rows leave the wide table and enter the narrow ones in one statement, in key
+# order from just after the last batch's last key (so that no batch walks the index entries of
+# the rows moved before it). The rollup trigger is told (telemetry.rollup = off) that the
+# rollup has these rows already.
+_MOVE_BATCH = (
+    f"WITH moved AS (DELETE FROM {WIDE_TABLE} WHERE (ts, host, gpu_uuid) IN ("
+    f"SELECT ts, host, gpu_uuid FROM {WIDE_TABLE} WHERE (ts, host, gpu_uuid) > (%s, %s, %s)"
+    " ORDER BY ts, host, gpu_uuid LIMIT %s) RETURNING *),"
+    f" gpu AS (SELECT d.*, telemetry.gpu_id({_listed('d.' + c for c in _IDENTITY)}) AS gpu_id"
+    f" FROM (SELECT DISTINCT {_listed(_IDENTITY)} FROM moved) AS d),"
+    f" status AS (SELECT d.*, telemetry.status_id({_listed('d.' + c for c in _STATUS)})"
+    f" AS status_id FROM (SELECT DISTINCT {_listed(_STATUS)} FROM moved) AS d),"
+    f" joined AS (SELECT moved.*, gpu.gpu_id, status.status_id FROM moved"
+    f" JOIN gpu ON {_same(_IDENTITY, 'gpu', 'moved')}"
+    f" JOIN status ON {_same(_STATUS, 'status', 'moved')}),"
+    " raw AS (INSERT INTO telemetry.gpu_raw (ts, gpu_id, raw_json)"
+    " SELECT ts, gpu_id, raw_json FROM joined WHERE raw_json IS NOT NULL"
+    " ON CONFLICT DO NOTHING),"
+    f" stored AS (INSERT INTO telemetry.gpu_samples (gpu_id, status_id, {_listed(_SAMPLE)})"
+    f" SELECT gpu_id, status_id, {_listed(_SAMPLE)} FROM joined ON CONFLICT DO NOTHING"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM stored), last.*"
+    " FROM (SELECT ts, host, gpu_uuid FROM moved ORDER BY ts DESC, host DESC, gpu_uuid DESC"
+    " LIMIT 1) AS last")
+
+
+@dataclass
+class Progress:
+    """Where a move stands: rows moved of the total found when it started."""
+
+    total: int
+    moved: int = 0
+    started: float = 0.0
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.moved / elapsed
+        left = (self.total - self.moved) / rate if rate > 0 else 0.0
+        return (f"moving rows into the narrow tables: {self.moved:,}/{self.total:,} rows,"
+                f" {rate:,.0f} rows/s, {left:,.0f} s left")
+
+
+def wide_table_exists(conn: psycopg.Connection) -> bool:
+    try:
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                            (WIDE_TABLE,)).fetchone()[0]
+    except psycopg.Error as exc:
+        raise failure(exc, f"cannot look for {WIDE_TABLE}") from exc
+
+
+def _writers_of_wide_table(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT grantee FROM information_schema.role_table_grants"
+        " WHERE table_schema = 'telemetry' AND table_name = 'gpu_telemetry_wide'"
+        " AND privilege_type = 'INSERT' AND grantee <> current_user"
+        " AND grantee IN (SELECT rolname FROM pg_roles) ORDER BY 1").fetchall()
+    return [grantee for (grantee,) in rows]
+
+
+def move_wide_rows(conn: psycopg.Connection, batch_rows: int = DEFAULT_BATCH_ROWS,
+                   report: Callable[[Progress], None] | None = None,
+                   grant_writer: Callable[[psycopg.Connection, str], None] | None = None
+                   ) -> Progress | None:
+    """Move every row of the wide table, a batch per transaction; None when there is no wide
+    table (a database created at version 6, or a move already finished). `report` is called
+    after each batch; `grant_writer` gives each role that could insert into the wide table the
+    writer's rights before the table is dropped."""
+    if not wide_table_exists(conn):
+        return None
+    doing = f"cannot move the rows of {WIDE_TABLE}"
+    try:
+        total, first, last = conn.execute(
+            f"SELECT count(*), min(ts), max(ts) FROM {WIDE_TABLE}").fetchone()
+        progress = Progress(total=int(total), started=time.monotonic())
+        if total:
+            conn.execute("SELECT telemetry.ensure_partitions(%s, %s)", (first, last))
+        after = ("-infinity", "", "")
+        while True:
+            with conn.transaction():
+                conn.execute("SET LOCAL telemetry.rollup = 'off'")
+                row = conn.execute(_MOVE_BATCH, (*after, batch_rows)).fetchone()
+            if row is None:
+                break
+            moved, _stored, *after = row
+            progress.moved += int(moved)
+            if report is not None:
+                report(progress)
+        writers = _writers_of_wide_table(conn)
+    except psycopg.Error as exc:
+        raise failure(exc, doing) from exc
+    for role in writers:
+        if grant_writer is not None:
+            grant_writer(conn, role)
+    try:
+        with conn.transaction():
+            conn.execute(f"DROP TABLE {WIDE_TABLE}")
+    except psycopg.Error as exc:
+        raise failure(exc, f"cannot drop {WIDE_TABLE}") from exc
+    return progress
