@@ -15,6 +15,9 @@ import numpy as np
 import psycopg
 import pytest
 
+from gpu_telemetry import schema
+from gpu_telemetry.db.store import insert_samples
+from gpu_telemetry.records import GpuReading, Sample, Status
 from tests.conftest import conninfo
 from tests.helpers import REPO_ROOT, base_env, run_script
 
@@ -133,9 +136,20 @@ def insert_run(db, gpus, *, run_id: str | None, start: datetime = START, suffix:
                 ), strict=True))
                 rows.append(tuple(None if c in gpu.missing else v for c, v in row.items()))
                 t += STEP_S
-    with psycopg.connect(**conninfo(db.env), autocommit=True) as conn, conn.cursor() as cur:
-        cur.executemany(f"INSERT INTO telemetry.gpu_telemetry ({', '.join(COLUMNS)})"
-                        f" VALUES ({', '.join(['%s'] * len(COLUMNS))})", rows)
+    # Through the store, as the collector stores them: one statement for all the rows.
+    sql_types = schema.column_types()
+    sampled: dict[tuple, list[GpuReading]] = {}
+    for row in rows:
+        values = dict(zip(COLUMNS, row, strict=True))
+        head = tuple(values.pop(c) for c in ("ts", "host", "status_tag", "status_memo",
+                                              "run_id"))
+        whole = {c: int(v) for c, v in values.items()
+                 if isinstance(v, float) and sql_types[c] in ("smallint", "integer", "bigint")}
+        sampled.setdefault(head, []).append(GpuReading(**{**values, **whole}))
+    with psycopg.connect(**conninfo(db.env), autocommit=True) as conn:
+        insert_samples(conn, [Sample(ts, host, Status(tag, memo, run_id), gpus)
+                              for (ts, host, tag, memo, run_id), gpus in sampled.items()],
+                       raw_every_sec=0)
 
 
 def report(tmp_path, db_env, *args: str):
