@@ -70,6 +70,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[], Callable[[bool], list[dict]] | None]],
     ("recovery", lambda: module_measure("recovery_bench")),
     ("flush", lambda: module_measure("flush_bench")),
     ("plot", lambda: measure_plot),
+    ("upgrade", lambda: module_measure("upgrade_bench")),
 )
 
 

@@ -3,7 +3,7 @@
 # and optionally create the collector's writer role and Grafana's read-only role.
 #
 # Usage: bin/init_db.sh [--env PATH] [--writer-role NAME] [--reader-role NAME]
-#                        [--reset [--events] [--yes]] [--batch-rows N] [--debug]
+#                        [--upgrade | --reset [--events] [--yes]] [--batch-rows N] [--debug]
 #
 #   --env PATH          read configuration from PATH instead of <repo>/.env
 #   --writer-role NAME  create (if missing) a LOGIN role that may INSERT telemetry, and SELECT
@@ -11,13 +11,19 @@
 #                       password from WRITER_PGPASSWORD when set
 #   --reader-role NAME  create (if missing) a read-only LOGIN role (Grafana);
 #                       password from READER_PGPASSWORD when set
+#   --upgrade           convert a database of the original scripts: keep their table as
+#                       telemetry.gpu_telemetry_original, create the schema, and fill every
+#                       column of every old row from the XML stored with it (docs/upgrading.md);
+#                       resumable, and a second run changes nothing. Without it, init_db.sh
+#                       stops on such a database before changing anything (exit 78)
 #   --reset             then empty the samples, raw snapshots and the one-minute rollup (what
 #                       TRUNCATE telemetry.gpu_telemetry did before it became a view), after
 #                       a question answered y; GPU identities and statuses are kept
 #   --events            with --reset: empty telemetry.collector_events too
 #   --yes               with --reset: do not ask (needed when stdin is not a terminal)
 #   --batch-rows N      rows per transaction when moving a wide table of schema versions 1 to
-#                       5 into the narrow tables (default 20000); progress on stderr
+#                       5 into the narrow tables (default 20000) or converting the original
+#                       rows (default 5000); progress on stderr
 #   --debug             show a traceback on unexpected errors
 #   -h, --help          show this help
 #
@@ -37,8 +43,8 @@
 # 2 usage, 70 internal
 # error (--debug shows the traceback), 75 server unreachable, 77 no rights, 78 login refused
 # (wrong or missing password, no such role or database, pg_hba.conf, no LOGIN) or
-# configuration (TLS, env file), 127 no Python to run it with (neither <repo>/.venv nor uv),
-# 130 interrupted.
+# configuration (TLS, env file, a database of the original scripts without --upgrade), 127
+# no Python to run it with (neither <repo>/.venv nor uv), 130 interrupted.
 set -euo pipefail
 
 PROG=init_db.sh

@@ -213,7 +213,7 @@ def _show_progress(progress) -> None:
     """One line per batch; on a terminal the line is rewritten in place."""
     line = progress.line(time.monotonic())
     if sys.stderr.isatty():
-        end = "\n" if progress.moved >= progress.total else ""
+        end = "\n" if progress.moved >= progress.total else ""  # the last batch
         print(f"\r{line}\x1b[K", end=end, file=sys.stderr, flush=True)
     else:
         print(line, file=sys.stderr, flush=True)
@@ -246,8 +246,44 @@ def reset_tables(conn, reset: Reset, database: str) -> int:
     return 0
 
 
+def _find_original(conn, ctx: Context, upgrading: bool) -> None:
+    """Stop before changing anything on a database of the original scripts, unless asked to
+    upgrade it; then keep its table as telemetry.gpu_telemetry_original."""
+    from gpu_telemetry.db import upgrade
+
+    found = _step("schema", "cannot look for the original scripts' table", ctx,
+                  lambda: upgrade.find_original(conn))
+    if found is None:
+        return
+    if not upgrading:
+        raise InitFailed(
+            f"database {ctx.database} holds the original scripts' table "
+            f"telemetry.gpu_telemetry ({found.describe()}); nothing was changed: run "
+            "bin/init_db.sh --upgrade to convert it (docs/upgrading.md)", EXIT_CONFIG)
+    _step("schema", "cannot keep the original table", ctx, lambda: upgrade.keep_original(conn))
+    print(f"kept the original table as {upgrade.ORIGINAL} ({found.describe()})", flush=True)
+
+
+def _convert_original(conn, ctx: Context, env_file: str | None, batch_rows: int) -> None:
+    from gpu_telemetry.config import load_config
+    from gpu_telemetry.db import upgrade as kept
+    from gpu_telemetry.ops import upgrade
+
+    if _step("migration", "cannot read the original table", ctx,
+             lambda: kept.find_kept(conn)) is None:
+        print("nothing to upgrade: no table of the original scripts here", flush=True)
+        return
+    raw_every_sec = load_config(env_file).raw_every_sec
+    standing = _step("migration", "cannot convert the original rows", ctx,
+                     lambda: upgrade.convert(conn, raw_every_sec, batch_rows, _show_progress))
+    print(f"upgraded: {standing.rows_done:,} original rows converted"
+          f" ({standing.unparsable:,} whose stored XML could not be parsed kept what the"
+          f" original typed); {kept.ORIGINAL} is left as it was", flush=True)
+
+
 def initialise(env_file: str | None, writer_role: str | None, reader_role: str | None,
-               batch_rows: int = 20_000, reset: Reset | None = None) -> int:
+               batch_rows: int = 20_000, reset: Reset | None = None,
+               upgrading: bool = False) -> int:
     from gpu_telemetry.config import load_env_file
     from gpu_telemetry.db import migrate, narrow, roles
 
@@ -255,6 +291,7 @@ def initialise(env_file: str | None, writer_role: str | None, reader_role: str |
     ctx = Context.from_environment(env_file)
     conn = _step("connect", "cannot connect to the database", ctx, migrate.connect)
     with conn:
+        _find_original(conn, ctx, upgrading)
         _step("schema", "cannot create the schema telemetry", ctx,
               lambda: migrate.ensure_bookkeeping(conn))
         applied = _step("schema", "cannot read telemetry.schema_migrations", ctx,
@@ -273,9 +310,12 @@ def initialise(env_file: str | None, writer_role: str | None, reader_role: str |
             progress = _step("migration", "cannot move the rows of the wide table", ctx,
                              lambda: narrow.move_wide_rows(conn, batch_rows, _show_progress,
                                                            roles.grant_writer))
-            print(f"moved {progress.moved:,} rows into the narrow tables", flush=True)
+            if progress.moved:
+                print(f"moved {progress.moved:,} rows into the narrow tables", flush=True)
         _step("migration", "cannot create this month's and the next month's partitions", ctx,
               lambda: migrate.ensure_partitions_ahead(conn))
+        if upgrading:
+            _convert_original(conn, ctx, env_file, batch_rows)
         for role, kind, grant in ((writer_role, "WRITER", roles.grant_writer),
                                   (reader_role, "READER", roles.grant_reader)):
             if not role:
@@ -304,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reset", action="store_true")
     parser.add_argument("--events", action="store_true")
     parser.add_argument("--yes", action="store_true")
-    parser.add_argument("--batch-rows", type=int, default=20_000, metavar="N")
+    parser.add_argument("--upgrade", action="store_true")
+    parser.add_argument("--batch-rows", type=int, default=None, metavar="N")
     add_common_options(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -315,11 +356,14 @@ def main(argv: list[str] | None = None) -> int:
                          f"({ROLE_NAME_RE.pattern})")
     if (args.events or args.yes) and not args.reset:
         parser.error("--events and --yes go with --reset")
-    if args.batch_rows < 1:
+    if args.batch_rows is not None and args.batch_rows < 1:
         parser.error("--batch-rows must be at least 1")
+    if args.upgrade and args.reset:
+        parser.error("--upgrade and --reset do not go together")
+    batch_rows = args.batch_rows or (5_000 if args.upgrade else 20_000)
     reset = Reset(events=args.events, yes=args.yes) if args.reset else None
     return run(lambda: initialise(args.env, args.writer_role, args.reader_role,
-                                  args.batch_rows, reset),
+                                  batch_rows, reset, args.upgrade),
                debug=args.debug, program=PROGRAM)
 
 

@@ -63,17 +63,20 @@ _MOVE_BATCH = (
 
 @dataclass
 class Progress:
-    """Where a move stands: rows moved of the total found when it started."""
+    """Where a long conversion stands: rows done of the total, the rate of this run (rows done
+    before it started, by an interrupted run, do not count in it) and the time left."""
 
     total: int
     moved: int = 0
     started: float = 0.0
+    doing: str = "moving rows into the narrow tables"
+    moved_before: int = 0
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-6)
-        rate = self.moved / elapsed
+        rate = (self.moved - self.moved_before) / elapsed
         left = (self.total - self.moved) / rate if rate > 0 else 0.0
-        return (f"moving rows into the narrow tables: {self.moved:,}/{self.total:,} rows,"
+        return (f"{self.doing}: {self.moved:,}/{self.total:,} rows,"
                 f" {rate:,.0f} rows/s, {left:,.0f} s left")
 
 
