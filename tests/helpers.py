@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.pgserver import free_port
@@ -68,3 +71,39 @@ def spool_files(tmp_path: Path) -> list[Path]:
     if not spool.exists():
         return []
     return sorted(path for path in spool.glob("*.json") if not path.name.startswith("."))
+
+
+def init_db_command(*args: str) -> list[str]:
+    """bin/init_db.sh with an empty env file: a developer's own .env cannot change it."""
+    empty = Path(tempfile.gettempdir()) / "gpu-telemetry-tests-empty.env"
+    empty.touch()
+    return ["bash", str(REPO_ROOT / "bin" / "init_db.sh"), "--env", str(empty), *args]
+
+
+def init_db_env(db) -> dict[str, str]:
+    """The environment without the developer's PG* variables, pointed at `db`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, **db.env}
+
+
+def init_db(db, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    # stdin not a terminal: --reset without --yes refuses instead of asking.
+    return subprocess.run(init_db_command(*args), env=init_db_env(db), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def init_db_killed(db, *args: str, when: Callable[[str], bool]) -> None:
+    """Run bin/init_db.sh and kill -9 it (and its Python) at the first stderr line `when`
+    accepts."""
+    process = subprocess.Popen(init_db_command(*args), env=init_db_env(db),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        for line in process.stderr:
+            if when(line):
+                break
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+        process.stdout.close()
+        process.stderr.close()
+

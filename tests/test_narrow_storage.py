@@ -4,13 +4,8 @@ were at the time."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,26 +14,9 @@ from gpu_telemetry.db import migrate
 from gpu_telemetry.db.store import insert_samples, prune
 from gpu_telemetry.records import GpuReading, Sample, Status
 from tests.conftest import conninfo
-from tests.helpers import REPO_ROOT
+from tests.helpers import init_db, init_db_killed
 
 START = datetime(2026, 1, 30, 23, 0, tzinfo=UTC)  # across the end of a month
-
-
-def init_db_command(*args: str) -> list[str]:
-    """bin/init_db.sh with an empty env file: a developer's own .env cannot change it."""
-    empty = Path(tempfile.gettempdir()) / "gpu-telemetry-tests-empty.env"
-    empty.touch()
-    return ["bash", str(REPO_ROOT / "bin" / "init_db.sh"), "--env", str(empty), *args]
-
-
-def clean_env(db) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, **db.env}
-
-
-def init_db(db, *args: str, stdin: str | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(init_db_command(*args), env=clean_env(db), input=stdin,
-                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def at_version_5(db) -> None:
@@ -123,18 +101,8 @@ def test_an_interrupted_move_goes_on_where_it_stopped(empty_db):
     fill_wide(empty_db, 4000)
     with empty_db.connect() as conn:
         before = view_rows(conn)
-    process = subprocess.Popen(init_db_command("--batch-rows", "200"), env=clean_env(empty_db),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        for line in process.stderr:
-            if line.startswith("moving rows") and "/12,000 rows" in line:
-                break
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
-        process.stdout.close()
-        process.stderr.close()
+    init_db_killed(empty_db, "--batch-rows", "200",
+                   when=lambda line: line.startswith("moving rows") and "/12,000 rows" in line)
     with empty_db.connect() as conn:
         left = conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry_wide").fetchone()[0]
         moved = conn.execute("SELECT count(*) FROM telemetry.gpu_samples").fetchone()[0]

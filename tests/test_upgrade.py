@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,8 +16,7 @@ from gpu_telemetry.collector.parser import parse_document
 from gpu_telemetry.db.store import insert_samples
 from gpu_telemetry.records import Sample, Status
 from tests.conftest import database_copy
-from tests.helpers import FIXTURES, base_env, run_script
-from tests.test_narrow_storage import clean_env, init_db, init_db_command
+from tests.helpers import FIXTURES, base_env, init_db, init_db_killed, run_script
 
 ORIGINAL_SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS telemetry;
@@ -193,18 +189,8 @@ def test_a_kill_half_way_and_a_rerun_give_the_same_end_state(original_db, pg_ser
             expected_rollup = conn.execute(
                 "SELECT r::text FROM telemetry.gpu_telemetry_1m AS r ORDER BY 1").fetchall()
 
-    process = subprocess.Popen(init_db_command("--upgrade", "--batch-rows", "30"),
-                               env=clean_env(db), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        for line in process.stderr:
-            if line.startswith("converting the original rows: 60/"):
-                break
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
-        process.stdout.close()
-        process.stderr.close()
+    init_db_killed(db, "--upgrade", "--batch-rows", "30",
+                   when=lambda line: line.startswith("converting the original rows: 60/"))
     with db.connect() as conn:
         partial = conn.execute("SELECT count(*) FROM telemetry.gpu_telemetry").fetchone()[0]
     assert 0 < partial < rows

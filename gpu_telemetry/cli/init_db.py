@@ -19,9 +19,11 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from gpu_telemetry import REPO_ROOT
 from gpu_telemetry.cli.common import OneLineParser, add_common_options, run
+from gpu_telemetry.db import narrow
 from gpu_telemetry.db.migrate import EXIT_SQL_ERROR
 from gpu_telemetry.errors import (
     EXIT_CONFIG,
@@ -33,6 +35,7 @@ from gpu_telemetry.errors import (
     PermissionDenied,
     TelemetryError,
 )
+from gpu_telemetry.ops import upgrade as conversion
 
 PROGRAM = "init_db.sh"
 ROLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
@@ -267,7 +270,6 @@ def _find_original(conn, ctx: Context, upgrading: bool) -> None:
 def _convert_original(conn, ctx: Context, env_file: str | None, batch_rows: int) -> None:
     from gpu_telemetry.config import load_config
     from gpu_telemetry.db import upgrade as kept
-    from gpu_telemetry.ops import upgrade
 
     if _step("migration", "cannot read the original table", ctx,
              lambda: kept.find_kept(conn)) is None:
@@ -275,17 +277,18 @@ def _convert_original(conn, ctx: Context, env_file: str | None, batch_rows: int)
         return
     raw_every_sec = load_config(env_file).raw_every_sec
     standing = _step("migration", "cannot convert the original rows", ctx,
-                     lambda: upgrade.convert(conn, raw_every_sec, batch_rows, _show_progress))
+                     lambda: conversion.convert(conn, raw_every_sec, batch_rows,
+                                                _show_progress))
     print(f"upgraded: {standing.rows_done:,} original rows converted"
           f" ({standing.unparsable:,} whose stored XML could not be parsed kept what the"
           f" original typed); {kept.ORIGINAL} is left as it was", flush=True)
 
 
 def initialise(env_file: str | None, writer_role: str | None, reader_role: str | None,
-               batch_rows: int = 20_000, reset: Reset | None = None,
+               batch_rows: int = narrow.DEFAULT_BATCH_ROWS, reset: Reset | None = None,
                upgrading: bool = False) -> int:
     from gpu_telemetry.config import load_env_file
-    from gpu_telemetry.db import migrate, narrow, roles
+    from gpu_telemetry.db import migrate, roles, store
 
     load_env_file(env_file)
     ctx = Context.from_environment(env_file)
@@ -312,8 +315,9 @@ def initialise(env_file: str | None, writer_role: str | None, reader_role: str |
                                                            roles.grant_writer))
             if progress.moved:
                 print(f"moved {progress.moved:,} rows into the narrow tables", flush=True)
-        _step("migration", "cannot create this month's and the next month's partitions", ctx,
-              lambda: migrate.ensure_partitions_ahead(conn))
+        now = datetime.now(UTC)
+        _step("migration", "cannot create the coming month's partitions", ctx,
+              lambda: store.ensure_partitions(conn, now, now + store.PARTITIONS_AHEAD))
         if upgrading:
             _convert_original(conn, ctx, env_file, batch_rows)
         for role, kind, grant in ((writer_role, "WRITER", roles.grant_writer),
@@ -360,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-rows must be at least 1")
     if args.upgrade and args.reset:
         parser.error("--upgrade and --reset do not go together")
-    batch_rows = args.batch_rows or (5_000 if args.upgrade else 20_000)
+    batch_rows = args.batch_rows or (conversion.DEFAULT_BATCH_ROWS if args.upgrade
+                                   else narrow.DEFAULT_BATCH_ROWS)
     reset = Reset(events=args.events, yes=args.yes) if args.reset else None
     return run(lambda: initialise(args.env, args.writer_role, args.reader_role,
                                   batch_rows, reset, args.upgrade),

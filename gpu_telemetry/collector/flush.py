@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from gpu_telemetry.collector.sample import (
@@ -30,6 +30,7 @@ from gpu_telemetry.collector.spool import (
 )
 from gpu_telemetry.config import Config
 from gpu_telemetry.db.store import (
+    PARTITIONS_AHEAD,
     Connection,
     connect,
     ensure_partitions,
@@ -229,9 +230,6 @@ def record_flush(conn: Connection, result: FlushResult, kind: str = "spool_flush
                                host=default_host())])
 
 
-PARTITIONS_AHEAD = timedelta(days=32)
-
-
 def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
                 wait_sec: float = 0.0) -> FlushResult:
     """Take the lock, connect, deliver, then apply RETENTION_DAYS when it is set.
@@ -251,7 +249,6 @@ def flush_spool(config: Config, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
                               file=sys.stderr)
                 if config.retention_days:
                     result.pruned = prune(conn, config.retention_days)
-                # The coming month's partitions exist before its first sample does.
                 now = now_utc()
                 ensure_partitions(conn, now, now + PARTITIONS_AHEAD)
                 return result

@@ -115,16 +115,6 @@ def apply_migration(conn: psycopg.Connection, path: Path) -> None:
         raise failure(exc, doing) from exc
 
 
-def ensure_partitions_ahead(conn: psycopg.Connection) -> int:
-    """This month's and the next month's partitions of the narrow tables (sql/006); how many
-    were created."""
-    try:
-        return int(conn.execute("SELECT telemetry.ensure_partitions(now(),"
-                                " now() + interval '1 month')").fetchone()[0])
-    except psycopg.Error as exc:
-        raise failure(exc, "cannot create the coming month's partitions") from exc
-
-
 def row_counts(conn: psycopg.Connection, tables: tuple[str, ...]) -> dict[str, int]:
     """count(*) of each table, in order."""
     try:

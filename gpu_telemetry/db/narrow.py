@@ -21,44 +21,21 @@ import psycopg
 
 from gpu_telemetry import schema
 from gpu_telemetry.db.migrate import failure
+from gpu_telemetry.db.store import insert_sql
 
 WIDE_TABLE = "telemetry.gpu_telemetry_wide"
 DEFAULT_BATCH_ROWS = 20_000
 
-_IDENTITY = schema.STORED_IN_GPUS
-_STATUS = schema.STORED_IN_STATUSES
-_SAMPLE = schema.STORED_IN_SAMPLES
-
-
-def _same(columns: tuple[str, ...], left: str, right: str) -> str:
-    return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in columns)
-
-
-_listed = ", ".join
-# The batch's rows leave the wide table and enter the narrow ones in one statement, in key
-# order from just after the last batch's last key (so that no batch walks the index entries of
-# the rows moved before it). The rollup trigger is told (telemetry.rollup = off) that the
-# rollup has these rows already.
-_MOVE_BATCH = (
-    f"WITH moved AS (DELETE FROM {WIDE_TABLE} WHERE (ts, host, gpu_uuid) IN ("
+# The batch's rows leave the wide table and enter the narrow ones in one statement (the
+# store's own, db.store.insert_sql), in key order from just after the last batch's last key
+# (so that no batch walks the index entries of the rows moved before it). The rollup trigger
+# is told (telemetry.rollup = off) that the rollup has these rows already.
+_MOVE_BATCH = insert_sql(
+    f"DELETE FROM {WIDE_TABLE} WHERE (ts, host, gpu_uuid) IN ("
     f"SELECT ts, host, gpu_uuid FROM {WIDE_TABLE} WHERE (ts, host, gpu_uuid) > (%s, %s, %s)"
-    " ORDER BY ts, host, gpu_uuid LIMIT %s) RETURNING *),"
-    f" gpu AS (SELECT d.*, telemetry.gpu_id({_listed('d.' + c for c in _IDENTITY)}) AS gpu_id"
-    f" FROM (SELECT DISTINCT {_listed(_IDENTITY)} FROM moved) AS d),"
-    f" status AS (SELECT d.*, telemetry.status_id({_listed('d.' + c for c in _STATUS)})"
-    f" AS status_id FROM (SELECT DISTINCT {_listed(_STATUS)} FROM moved) AS d),"
-    f" joined AS (SELECT moved.*, gpu.gpu_id, status.status_id FROM moved"
-    f" JOIN gpu ON {_same(_IDENTITY, 'gpu', 'moved')}"
-    f" JOIN status ON {_same(_STATUS, 'status', 'moved')}),"
-    " raw AS (INSERT INTO telemetry.gpu_raw (ts, gpu_id, raw_json)"
-    " SELECT ts, gpu_id, raw_json FROM joined WHERE raw_json IS NOT NULL"
-    " ON CONFLICT DO NOTHING),"
-    f" stored AS (INSERT INTO telemetry.gpu_samples (gpu_id, status_id, {_listed(_SAMPLE)})"
-    f" SELECT gpu_id, status_id, {_listed(_SAMPLE)} FROM joined ON CONFLICT DO NOTHING"
-    " RETURNING 1)"
-    " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM stored), last.*"
-    " FROM (SELECT ts, host, gpu_uuid FROM moved ORDER BY ts DESC, host DESC, gpu_uuid DESC"
-    " LIMIT 1) AS last")
+    f" ORDER BY ts, host, gpu_uuid LIMIT %s) RETURNING {', '.join(schema.ROW_COLUMNS)}",
+    then="SELECT (SELECT count(*) FROM r), last.* FROM (SELECT ts, host, gpu_uuid FROM r"
+         " ORDER BY ts DESC, host DESC, gpu_uuid DESC LIMIT 1) AS last")
 
 
 @dataclass
@@ -121,7 +98,7 @@ def move_wide_rows(conn: psycopg.Connection, batch_rows: int = DEFAULT_BATCH_ROW
                 row = conn.execute(_MOVE_BATCH, (*after, batch_rows)).fetchone()
             if row is None:
                 break
-            moved, _stored, *after = row
+            moved, *after = row
             progress.moved += int(moved)
             if report is not None:
                 report(progress)

@@ -148,11 +148,16 @@ def _same(columns: tuple[str, ...], left: str, right: str) -> str:
     return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in columns)
 
 
-def _insert_sql(rows: str) -> str:
-    """One statement that stores the rows `rows` selects (every column of ROW_COLUMNS): the ids
-    of their identities and statuses (added when new), the raw snapshots, the readings. ON
-    CONFLICT DO NOTHING: its row count is the samples really inserted."""
+def insert_sql(rows: str, then: str = "") -> str:
+    """One statement that stores the rows `rows` yields (a SELECT, or a DELETE ... RETURNING,
+    of every column of ROW_COLUMNS): the ids of their identities and statuses (added when
+    new), the raw snapshots, the readings, ON CONFLICT DO NOTHING. Without `then` its row
+    count is the samples really inserted; with it, the readings' INSERT is the CTE `stored`
+    (RETURNING 1) and `then` the statement's final SELECT, which may read `r` and `stored`."""
     listed = ", ".join
+    samples = (f"INSERT INTO telemetry.gpu_samples (gpu_id, status_id, {listed(_SAMPLE)})"
+               f" SELECT gpu_id, status_id, {listed(_SAMPLE)} FROM joined"
+               " ON CONFLICT DO NOTHING")
     return (
         f"WITH r AS ({rows}),"
         f" gpu AS (SELECT d.*, telemetry.gpu_id({listed('d.' + c for c in _IDENTITY)}) AS gpu_id"
@@ -170,14 +175,13 @@ def _insert_sql(rows: str) -> str:
         " raw AS (INSERT INTO telemetry.gpu_raw (ts, gpu_id, raw_json)"
         " SELECT ts, gpu_id, raw_json FROM joined WHERE raw_json IS NOT NULL"
         " ON CONFLICT DO NOTHING)"
-        f" INSERT INTO telemetry.gpu_samples (gpu_id, status_id, {listed(_SAMPLE)})"
-        f" SELECT gpu_id, status_id, {listed(_SAMPLE)} FROM joined ON CONFLICT DO NOTHING")
+        + (f", stored AS ({samples} RETURNING 1) {then}" if then else f" {samples}"))
 
 
-_DIRECT_INSERT = _insert_sql(
+_DIRECT_INSERT = insert_sql(
     f"SELECT {_COLUMN_LIST} FROM jsonb_to_recordset(%s) AS j ("
     + ", ".join(f"{column} {_STAGE_TYPES[column]}" for column in ROW_COLUMNS) + ")")
-_STAGED_INSERT = _insert_sql(f"SELECT {_COLUMN_LIST} FROM {_STAGE}")
+_STAGED_INSERT = insert_sql(f"SELECT {_COLUMN_LIST} FROM {_STAGE}")
 
 
 def _json_rows(samples: list[Sample]):
@@ -243,6 +247,11 @@ def _insert_samples(conn: psycopg.Connection, samples: list[Sample], raw_every_s
         if events:
             _insert_events(conn, events)
     return inserted, offered
+
+
+# How far ahead the flush and bin/init_db.sh create partitions: the coming month's exist
+# before its first sample does.
+PARTITIONS_AHEAD = timedelta(days=32)
 
 
 @_named_errors("creating partitions")
