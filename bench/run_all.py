@@ -71,6 +71,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[], Callable[[bool], list[dict]] | None]],
     ("flush", lambda: module_measure("flush_bench")),
     ("plot", lambda: measure_plot),
     ("upgrade", lambda: module_measure("upgrade_bench")),
+    ("nvml", lambda: module_measure("nvml_bench")),
 )
 
 

@@ -29,7 +29,12 @@ DEFAULTS: dict[str, str] = {
     "RAW_EVERY_SEC": "600",
     "SPOOL_MAX_MB": "1024",
     "RETENTION_DAYS": "",
+    "GPU_SOURCE": "nvidia-smi",
 }
+
+# Where readings come from: one `nvidia-smi -q -x` per sample, or NVML through nvidia-ml-py
+# (collector/nvml.py), which still takes the raw snapshots from nvidia-smi.
+GPU_SOURCES = ("nvidia-smi", "nvml")
 
 PG_KEYS = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE")
 
@@ -47,6 +52,7 @@ class Config:
     spool_max_mb: float
     retention_days: float | None
     env_file: Path | None
+    gpu_source: str = "nvidia-smi"
 
 
 def read_env_file(env_path: str | Path | None = None) -> tuple[Path | None, dict[str, str]]:
@@ -120,6 +126,9 @@ def load_config(env_path: str | Path | None = None) -> Config:
         return value.strip() if value.strip() else DEFAULTS[key]
 
     retention_raw = get("RETENTION_DAYS")
+    gpu_source = get("GPU_SOURCE").lower()
+    if gpu_source not in GPU_SOURCES:
+        raise ConfigError(f"GPU_SOURCE must be nvidia-smi or nvml, got {get('GPU_SOURCE')!r}")
     return Config(
         sample_interval_sec=_number("SAMPLE_INTERVAL_SEC", get("SAMPLE_INTERVAL_SEC"),
                                     positive=True),
@@ -136,4 +145,5 @@ def load_config(env_path: str | Path | None = None) -> Config:
         retention_days=(_number("RETENTION_DAYS", retention_raw, positive=True)
                         if retention_raw else None),
         env_file=env_file,
+        gpu_source=gpu_source,
     )

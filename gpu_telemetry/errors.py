@@ -2,7 +2,7 @@
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-EXIT_SOURCE_FAILED = 69  # EX_UNAVAILABLE: nvidia-smi missing, failing, hung or unparsable
+EXIT_SOURCE_FAILED = 69  # EX_UNAVAILABLE: nvidia-smi or NVML missing, failing, hung, unparsable
 EXIT_DATAERR = 65  # EX_DATAERR: the database refused a value; the file goes to spool/bad/
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; only reached with a traceback under --debug
 EXIT_CANT_CREATE = 73  # EX_CANTCREAT: a picture or report could not be written where asked
@@ -23,19 +23,33 @@ class ConfigError(TelemetryError):
 
 
 class SourceError(TelemetryError):
-    """nvidia-smi could not give a reading.
+    """The GPU source (nvidia-smi, or NVML with GPU_SOURCE=nvml) could not give a reading.
 
     `kind` classifies the failure (gpu_lost, timeout, driver_mismatch, ...); `message` keeps
-    nvidia-smi's own words, folded to one line, so the event row shows what the driver said.
+    the source's own words, folded to one line, so the event row shows what the driver said;
+    `returncode` is nvidia-smi's exit status or NVML's return code (the same numbers: nvidia-smi
+    exits with the NVML code of its failure).
     """
 
     exit_code = EXIT_SOURCE_FAILED
 
-    def __init__(self, kind: str, message: str, returncode: int | None = None):
+    def __init__(self, kind: str, message: str, returncode: int | None = None,
+                 source: str = "nvidia-smi"):
         self.kind = kind
         self.message = message
         self.returncode = returncode
+        self.source = source
         super().__init__(message)
+
+    def describe(self) -> str:
+        """One line: `nvidia-smi failed (gpu_lost, exit 15): GPU is lost ...`."""
+        if self.returncode is None:
+            code = ""
+        elif self.source == "nvidia-smi":
+            code = f", exit {self.returncode}"
+        else:
+            code = f", code {self.returncode}"
+        return f"{self.source} failed ({self.kind}{code}): {self.message}"
 
 
 class SpoolError(TelemetryError):

@@ -40,6 +40,14 @@ def storable_text(text: str) -> str:
     return text
 
 
+def distinct_uuid(gpu_uuid: str, pci_bus_id: str | None, index: int, taken) -> str:
+    """The uuid a GPU is stored under: its own, or `uuid@bus id` when a GPU of the same reading
+    already has it. Two GPUs with one UUID (seen in anonymised captures, e.g.
+    dual-2080-v13.xml) would collapse into one row under the (ts, host, gpu_uuid) key; the bus
+    id tells them apart, so the second reading is kept rather than silently dropped."""
+    return gpu_uuid if gpu_uuid not in taken else f"{gpu_uuid}@{pci_bus_id or index}"
+
+
 def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 

@@ -16,18 +16,20 @@ from tests.pgserver import free_port
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi"
 STAND_IN = REPO_ROOT / "tests" / "stand_ins" / "nvidia-smi"
+# Put first on PYTHONPATH, its pynvml answers NVML's calls from the fixtures.
+NVML_STAND_IN = REPO_ROOT / "tests" / "stand_ins" / "nvml"
 
 _OWN_KEYS = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE",
              "PGSERVICE", "PGPASSFILE", "SAMPLE_INTERVAL_SEC", "NVIDIA_SMI",
              "NVIDIA_SMI_TIMEOUT_SEC", "SPOOL_DIR", "STATUS_FILE", "LOG_DIR", "RAW_EVERY_SEC",
-             "SPOOL_MAX_MB", "RETENTION_DAYS")
+             "SPOOL_MAX_MB", "RETENTION_DAYS", "GPU_SOURCE")
 
 
 def base_env(tmp_path: Path, pg_env: dict[str, str] | None, *,
              fixture: str = "dual-2080-v13.xml", mode: str = "ok", **extra: str) -> dict:
     """A clean environment: nothing of the developer's own configuration leaks in."""
     env = {key: value for key, value in os.environ.items()
-           if key not in _OWN_KEYS and not key.startswith("NVSMI_STANDIN_")}
+           if key not in _OWN_KEYS and not key.startswith(("NVSMI_STANDIN_", "NVML_STANDIN_"))}
     env.update(pg_env if pg_env is not None else dead_database_env())
     env.update({
         "NVIDIA_SMI": str(STAND_IN),
@@ -38,6 +40,19 @@ def base_env(tmp_path: Path, pg_env: dict[str, str] | None, *,
         "LOG_DIR": str(tmp_path / "logs"),
         "PGCONNECT_TIMEOUT": "3",
     })
+    env.update(extra)
+    return env
+
+
+def nvml_env(tmp_path: Path, pg_env: dict[str, str] | None, *,
+             fixture: str = "dual-2080-v13.xml", mode: str = "ok", **extra: str) -> dict:
+    """base_env with GPU_SOURCE=nvml and the NVML stand-in answering from the same fixture
+    as the nvidia-smi stand-in (which still serves the raw snapshots)."""
+    env = base_env(tmp_path, pg_env, fixture=fixture, **extra)
+    env.update({"GPU_SOURCE": "nvml", "NVML_STANDIN_FIXTURE": str(FIXTURES / fixture),
+                "NVML_STANDIN_MODE": mode,
+                "PYTHONPATH": os.pathsep.join(filter(None, (str(NVML_STAND_IN),
+                                                            env.get("PYTHONPATH"))))})
     env.update(extra)
     return env
 

@@ -118,7 +118,8 @@ def test_lost_gpu_exits_69_with_one_line_and_an_event(db, tmp_path):
     assert len(errors) == 1 and GPU_LOST in errors[0] and "exit 15" in errors[0]
     events = rows(db, "SELECT kind, detail, data FROM telemetry.collector_events")
     assert [(e["kind"], e["detail"], e["data"]) for e in events] == [
-        ("source_failed", GPU_LOST, {"failure": "gpu_lost", "exit_code": 15})]
+        ("source_failed", GPU_LOST, {"failure": "gpu_lost", "exit_code": 15,
+                                      "source": "nvidia-smi"})]
     assert rows(db, "SELECT count(*) AS n FROM telemetry.gpu_telemetry") == [{"n": 0}]
 
 

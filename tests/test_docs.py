@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import re
 import shlex
@@ -284,7 +285,8 @@ def test_every_key_in_the_runbooks_tables_is_read():
     assert not unread, f"the runbook documents keys the code never reads: {unread}"
     # The table of other variables: each is read by the code, the stand-ins, or libpq.
     everything = code + "\n".join(path.read_text()
-                                  for path in (REPO_ROOT / "tests" / "stand_ins").iterdir())
+                                  for path in (REPO_ROOT / "tests" / "stand_ins").rglob("*")
+                                  if path.is_file() and path.suffix != ".pyc")
     rows = table_rows(OPERATIONS.read_text(), "| variable |")
     names = [name for row in rows for name in code_names(row[0])]
     assert "WRITER_PGPASSWORD" in names
@@ -917,3 +919,20 @@ def test_a_bad_value_or_a_contradiction_is_one_line_and_exit_2(tmp_path, command
     assert len(result.stderr.splitlines()) == 1 and says in result.stderr, result.stderr
     assert result.stderr.startswith(f"{command}: ")
     assert not (tmp_path / "status.json").exists() and not (tmp_path / "config").exists()
+
+
+def test_the_nvml_stand_in_as_written(tmp_path, db):
+    """docs/nvml.md, "Trying it without a GPU": the NVML source answered by the stand-in, then
+    a lost GPU."""
+    text = (REPO_ROOT / "docs" / "nvml.md").read_text()
+    (block,) = shell_blocks(section(text, "Trying it without a GPU"))
+    commands = [line.split("#")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
+    sample, lost = [line for line in commands if line]
+    env = documented_environment(tmp_path, db.env)
+    result = run_block(sample, env, tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (gpu,) = json.loads(result.stdout)["gpus"]
+    assert gpu["gpu_name"] == "NVIDIA GeForce RTX 3080" and gpu["temp_c"] == 27
+    result = run_block(lost, env, tmp_path, timeout=60)
+    assert result.returncode == 69, result.stderr
+    assert "NVML failed (gpu_lost, code 15)" in result.stderr

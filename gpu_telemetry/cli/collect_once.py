@@ -2,13 +2,13 @@
 
 Exit status: 0 stored (with --dry-run: printed); 2 usage (a bad value, or options that
 contradict each other); 65 the database refused a value of the sample (spooled; the flush
-moves it to spool/bad/ with the reason); 69 the GPU source failed (event recorded or spooled);
-70 internal error (a bug: --debug shows the traceback); 74 the spool could not be written
-either; 75 spooled (database unreachable: the sample is safe on disk); 77 spooled, the role
-may not insert (use the writer role as PGUSER); 78 configuration error, or spooled: the
-schema is missing (run bin/init_db.sh) or the login is refused (check PGUSER, PGPASSWORD,
-PGDATABASE, PGPORT); 130 interrupted. With --loop: runs until SIGTERM or SIGINT, finishes the
-sample in hand and exits 0 (a failing sample is reported and the loop goes on).
+moves it to spool/bad/ with the reason); 69 the GPU source failed, nvidia-smi or NVML (event
+recorded or spooled); 70 internal error (a bug: --debug shows the traceback); 74 the spool
+could not be written either; 75 spooled (database unreachable: the sample is safe on disk);
+77 spooled, the role may not insert (use the writer role as PGUSER); 78 configuration error,
+or spooled: the schema is missing (run bin/init_db.sh) or the login is refused (check PGUSER,
+PGPASSWORD, PGDATABASE, PGPORT); 130 interrupted. With --loop: runs until SIGTERM or SIGINT,
+finishes the sample in hand and exits 0 (a failing sample is reported and the loop goes on).
 """
 
 import argparse
@@ -28,6 +28,13 @@ examples:
   uv run ./bin/collect_once.py --loop --interval 1 --quiet
   NVIDIA_SMI=tests/stand_ins/nvidia-smi uv run ./bin/collect_once.py --dry-run
                                                try it without a GPU
+  GPU_SOURCE=nvml uv run ./bin/collect_once.py --loop --interval 0.1
+                                               read NVML instead of nvidia-smi, 10 a second
+
+GPU_SOURCE (configuration): nvidia-smi (default; one `nvidia-smi -q -x` per sample) or nvml
+(NVIDIA's library, through nvidia-ml-py in a worker process the collector kills and restarts
+when a call hangs; raw snapshots still come from nvidia-smi every RAW_EVERY_SEC). Both fill
+the same columns; docs/nvml.md lists what each is read from.
 """
 
 
@@ -51,7 +58,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="collect_once.py",
-        description="Read nvidia-smi once and store every GPU's reading in PostgreSQL.",
+        description="Read nvidia-smi (or NVML, GPU_SOURCE=nvml) once and store every GPU's "
+                    "reading in PostgreSQL.",
         epilog=EXAMPLES + "\n" + __doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

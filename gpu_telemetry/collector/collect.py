@@ -1,4 +1,5 @@
-"""Take one sample: read nvidia-smi once, tag it with the status, store it or spool it."""
+"""Take one sample: read the GPU source once (nvidia-smi, or NVML with GPU_SOURCE=nvml), tag
+it with the status, store it or spool it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gpu_telemetry.collector.parser import element_to_json, parse_document
+from gpu_telemetry.collector.nvml import NvmlSource
 from gpu_telemetry.collector.sample import default_host, now_utc
-from gpu_telemetry.collector.source import read_nvidia_smi
+from gpu_telemetry.collector.source import NvidiaSmiSource
 from gpu_telemetry.collector.spool import SpoolCap, write_spool
 from gpu_telemetry.config import Config
 from gpu_telemetry.db.store import connect, insert_samples
@@ -35,29 +36,40 @@ class Taken:
 
 def failure_event(failure: SourceError) -> Event:
     return Event("source_failed", failure.message,
-                 data={"failure": failure.kind, "exit_code": failure.returncode})
+                 data={"failure": failure.kind, "exit_code": failure.returncode,
+                       "source": failure.source})
 
 
-def take_sample(config: Config, host: str,
+def open_source(config: Config, *, background: bool) -> NvidiaSmiSource | NvmlSource:
+    """The GPU source GPU_SOURCE names; `background`: the loop's (raw snapshots of the NVML
+    source taken beside the sampling). Close it when done."""
+    if config.gpu_source == "nvml":
+        return NvmlSource(config.nvidia_smi, config.nvidia_smi_timeout_sec,
+                          background=background, warn=warn)
+    return NvidiaSmiSource(config.nvidia_smi, config.nvidia_smi_timeout_sec)
+
+
+def take_sample(config: Config, host: str, source: NvidiaSmiSource | NvmlSource,
                 raw_due: Callable[[str], bool] = lambda gpu_uuid: True) -> Taken:
-    """Read nvidia-smi once and build the sample; a source failure gives a sample with no GPU
+    """Read the source once and build the sample; a source failure gives a sample with no GPU
     rows. `raw_due(gpu_uuid)` says whether that GPU's raw snapshot is kept this time."""
     status, status_problem = read_status(config.status_file)
     ts = now_utc()
     try:
-        reading = parse_document(read_nvidia_smi(config.nvidia_smi,
-                                                 config.nvidia_smi_timeout_sec))
+        reading = source.read()
     except SourceError as failure:
         return Taken(Sample(ts, host, status), failure, [], status_problem)
-    for gpu in reading.gpus:
-        if raw_due(gpu.gpu_uuid):
-            gpu.raw_json = element_to_json(reading.elements[gpu.gpu_uuid])
+    source.attach_raw(reading, raw_due)
     return Taken(Sample(ts, host, status, reading.gpus), None, reading.problems, status_problem)
 
 
 def take_one_shot(config: Config, *, with_raw: bool) -> Taken:
     """A sample for collect_once: every problem is said, and recorded as an event."""
-    taken = take_sample(config, default_host(), lambda gpu_uuid: with_raw)
+    source = open_source(config, background=False)
+    try:
+        taken = take_sample(config, default_host(), source, lambda gpu_uuid: with_raw)
+    finally:
+        source.close()
     if taken.status_problem:
         warn(taken.status_problem)
     if taken.failure:
@@ -71,9 +83,7 @@ def take_one_shot(config: Config, *, with_raw: bool) -> Taken:
 def _report(taken: Taken, outcome: str) -> int:
     failure = taken.failure
     if failure is not None:
-        code = f", exit {failure.returncode}" if failure.returncode is not None else ""
-        print(f"error: nvidia-smi failed ({failure.kind}{code}): {failure.message}; {outcome}",
-              file=sys.stderr)
+        print(f"error: {failure.describe()}; {outcome}", file=sys.stderr)
         return EXIT_SOURCE_FAILED
     return EXIT_OK
 

@@ -2,7 +2,7 @@
 
 What to do and when is decided by collector/loopstate.py (the schedule, outages and their
 reasons, source and GPU changes, raw-snapshot cadence, reconnect backoff, backlog draining);
-this module does it: nvidia-smi through `take_sample`, the database through
+this module does it: the GPU source through `take_sample`, the database through
 gpu_telemetry.db.store, the spool, the signals, the sleeping, the log lines on stdout.
 
 The loop never exits on a database error: whatever the class (unreachable, schema missing,
@@ -21,7 +21,7 @@ import threading
 import time
 from datetime import timedelta
 
-from gpu_telemetry.collector.collect import Taken, take_sample
+from gpu_telemetry.collector.collect import Taken, open_source, take_sample
 from gpu_telemetry.collector.flush import deliver, record_flush
 from gpu_telemetry.collector.loopstate import LoopState
 from gpu_telemetry.collector.sample import default_host, now_utc
@@ -92,6 +92,7 @@ class CollectorLoop:
         self.conn: Connection | None = None
         self._connecting: _Connect | None = None
         self.cap = SpoolCap(config.spool_dir, config.spool_max_mb)
+        self.source = open_source(config, background=True)
         self.stopping = False
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
@@ -124,8 +125,10 @@ class CollectorLoop:
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
+        source = (f"NVML, raw snapshots from {self.config.nvidia_smi}"
+                  if self.config.gpu_source == "nvml" else f"nvidia-smi: {self.config.nvidia_smi}")
         self.say(f"collecting every {self.interval:g} s on {self.host} "
-                 f"(nvidia-smi: {self.config.nvidia_smi}, spool: {self.config.spool_dir})")
+                 f"({source}, spool: {self.config.spool_dir})")
         self.state.schedule.start = time.monotonic()
         try:
             while not self.stopping:
@@ -146,6 +149,7 @@ class CollectorLoop:
         if self._connecting is not None:
             self._connecting.abandon()
         self._drop_connection()
+        self.source.close()
         for fd in (self._wake_read, self._wake_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -163,7 +167,7 @@ class CollectorLoop:
         self._say_decided()
 
     def tick(self) -> None:
-        taken = take_sample(self.config, self.host, self.state.raw.due)
+        taken = take_sample(self.config, self.host, self.source, self.state.raw.due)
         taken.events = self.state.observe(taken)
         self._say_decided()
         self._store(taken)

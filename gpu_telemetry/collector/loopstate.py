@@ -72,8 +72,8 @@ class LoopState:
         self.backoff = Backoff(clock)
         self.samples = 0
         self._lines: list[Line] = []
-        # the source
-        self.source_state: tuple[str, str] | None = None  # (kind, message) while failing
+        # the source: (kind, message, source) while failing
+        self.source_state: tuple[str, str, str] | None = None
         self.source_failures = 0
         self.said_unreadable: list[str] = []
         self.known_gpus: dict[str, str] | None = None  # gpu_uuid -> label, last reading
@@ -136,17 +136,18 @@ class LoopState:
     def _source_events(self, failure: SourceError | None, unreadable: list[str]) -> list[Event]:
         events = []
         if failure is not None:
-            state = (failure.kind, failure.message)
+            state = (failure.kind, failure.message, failure.source)
             if state != self.source_state:
-                code = f", exit {failure.returncode}" if failure.returncode is not None else ""
-                self.say(f"error: nvidia-smi failed ({failure.kind}{code}): {failure.message}")
+                self.say(f"error: {failure.describe()}")
                 events.append(Event("source_failed", failure.message,
                                     data={"failure": failure.kind,
-                                          "exit_code": failure.returncode}))
+                                          "exit_code": failure.returncode,
+                                          "source": failure.source}))
             self.source_state = state
             self.source_failures += 1
         elif self.source_state is not None:
-            detail = f"nvidia-smi answers again after {self.source_failures} failed sample(s)"
+            detail = (f"{self.source_state[2]} answers again after {self.source_failures} "
+                      "failed sample(s)")
             self.say(detail)
             events.append(Event("source_recovered", detail,
                                 data={"failed_samples": self.source_failures,

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from gpu_telemetry.errors import SourceError
-from gpu_telemetry.records import MAX_TEXT_CHARS, GpuReading
+from gpu_telemetry.records import MAX_TEXT_CHARS, GpuReading, distinct_uuid
 from gpu_telemetry.schema import DRIVER_VERSION, GPU_COLUMNS, GPU_FIELDS, Column
 
 # GPU_COLUMNS: the fields parse_gpu fills, in order.
@@ -221,11 +221,7 @@ def parse_document(document: bytes | str) -> Reading:
         except (ValueError, TypeError, AttributeError) as exc:
             reading.problems.append(f"GPU {index} (id={gpu.get('id')}) unreadable: {exc}")
             continue
-        if row.gpu_uuid in reading.elements:
-            # Two GPUs with one UUID (seen in anonymised captures, e.g. dual-2080-v13.xml) would
-            # collapse into one row under the (ts, host, gpu_uuid) key; the bus id tells them
-            # apart, so the second reading is kept rather than silently dropped.
-            row.gpu_uuid = f"{row.gpu_uuid}@{row.pci_bus_id or index}"
+        row.gpu_uuid = distinct_uuid(row.gpu_uuid, row.pci_bus_id, index, reading.elements)
         reading.gpus.append(row)
         reading.elements[row.gpu_uuid] = gpu
     if not reading.gpus:

@@ -1,4 +1,5 @@
-"""Run `nvidia-smi -q -x` and return its bytes: the one module that touches the GPU tool.
+"""Run `nvidia-smi -q -x` and return its bytes: the one module that runs the GPU tool, and
+the source of readings for GPU_SOURCE=nvidia-smi (NvidiaSmiSource; NVML's is collector/nvml.py).
 
 Parsing lives in parser.py. Here a failed call becomes a SourceError whose `kind` says what
 went wrong and whose one-line `message` keeps nvidia-smi's own words, so the event row in the
@@ -13,7 +14,9 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 
+from gpu_telemetry.collector.parser import Reading, element_to_json, parse_document
 from gpu_telemetry.errors import SourceError
 
 MESSAGE_MAX_CHARS = 500
@@ -85,12 +88,21 @@ def read_nvidia_smi(executable: str, timeout_sec: float, grace_sec: float = 2.0)
 
 def _kill_after_timeout(process: subprocess.Popen, timeout_sec: float,
                         grace_sec: float) -> SourceError:
-    """SIGKILL the whole process group; give up on it if it survives grace_sec.
+    outcome = kill_group(process, grace_sec, _abandoned)
+    return SourceError("timeout", f"nvidia-smi timed out after {timeout_sec:g} s and {outcome}",
+                       process.returncode)
+
+
+def kill_group(process: subprocess.Popen, grace_sec: float,
+               abandoned: list[subprocess.Popen]) -> str:
+    """SIGKILL the process's whole group (it was started in a session of its own); give up on
+    it if it survives grace_sec. Returns what happened, for the message.
 
     nvidia-smi hangs inside the driver when a GPU is wedged (seen with the P40 after an Xid
-    79); a process in uninterruptible sleep ignores even SIGKILL until the ioctl returns,
-    which may be never. The collector must keep sampling, so such a process is abandoned:
-    our pipe ends are closed and a daemon thread reaps it if it ever exits.
+    79), and so does an NVML call; a process in uninterruptible sleep ignores even SIGKILL
+    until the ioctl returns, which may be never. The collector must keep sampling, so such a
+    process is abandoned: put on `abandoned`, our pipe ends closed, and a daemon thread reaps
+    it if it ever exits.
     """
     # Not yet reaped (communicate timed out), so the group id cannot have been reused.
     with contextlib.suppress(ProcessLookupError):
@@ -100,14 +112,13 @@ def _kill_after_timeout(process: subprocess.Popen, timeout_sec: float,
         outcome = "was killed"
     except subprocess.TimeoutExpired:
         outcome = "could not be killed; abandoned"
-        _abandoned.append(process)
-        threading.Thread(target=process.wait, name=f"reap-nvidia-smi-{process.pid}",
-                         daemon=True).start()
-    for pipe in (process.stdout, process.stderr):
+        abandoned.append(process)
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+    for pipe in (process.stdin, process.stdout, process.stderr):
         if pipe is not None:
-            pipe.close()
-    return SourceError("timeout", f"nvidia-smi timed out after {timeout_sec:g} s and {outcome}",
-                       process.returncode)
+            with contextlib.suppress(OSError):
+                pipe.close()
+    return outcome
 
 
 def _classify_failure(returncode: int, said: str) -> SourceError:
@@ -133,3 +144,25 @@ def _one_line(output: bytes) -> str:
     if len(text) > MESSAGE_MAX_CHARS:
         text = text[:MESSAGE_MAX_CHARS - 3].rstrip() + "..."
     return text
+
+
+class NvidiaSmiSource:
+    """GPU_SOURCE=nvidia-smi: one `nvidia-smi -q -x` per reading; the raw snapshot of a GPU is
+    its element of that same document."""
+
+    name = "nvidia-smi"
+
+    def __init__(self, executable: str, timeout_sec: float):
+        self.executable = executable
+        self.timeout_sec = timeout_sec
+
+    def read(self) -> Reading:
+        return parse_document(read_nvidia_smi(self.executable, self.timeout_sec))
+
+    def attach_raw(self, reading: Reading, raw_due: Callable[[str], bool]) -> None:
+        for gpu in reading.gpus:
+            if raw_due(gpu.gpu_uuid):
+                gpu.raw_json = element_to_json(reading.elements[gpu.gpu_uuid])
+
+    def close(self) -> None:
+        pass
