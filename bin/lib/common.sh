@@ -15,8 +15,10 @@ die() {
   exit "$status"
 }
 
-# The project's interpreter: its virtual environment when there is one, else through uv
-# (bin/uv.sh, which exits 127 when it finds no uv). -P: the caller's working directory is not
+# The project's interpreter: GPU_TELEMETRY_PYTHON when set (an interpreter that has the
+# dependencies, e.g. on a machine without uv: bench/device_check.sh), else its virtual
+# environment when there is one, else through uv (bin/uv.sh, which exits 127 when it finds
+# no uv). -P: the caller's working directory is not
 # on the module path; the repository is. `project_python --exec ...` replaces the shell with
 # it, so that signals (Ctrl-C, TERM, tmux's HUP) and the exit status are the Python side's.
 project_python() {
@@ -26,7 +28,9 @@ project_python() {
     replace=1
     shift
   fi
-  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
+  if [[ -n ${GPU_TELEMETRY_PYTHON:-} ]]; then
+    python=("$GPU_TELEMETRY_PYTHON" -P)
+  elif [[ -x $REPO_ROOT/.venv/bin/python ]]; then
     python=("$REPO_ROOT/.venv/bin/python" -P)
   fi
   if ((replace)); then
@@ -37,6 +41,7 @@ project_python() {
 
 # Whether project_python has an interpreter to run (without starting it).
 python_available() {
+  [[ -n ${GPU_TELEMETRY_PYTHON:-} ]] && return 0
   [[ -x $REPO_ROOT/.venv/bin/python ]] && return 0
   "$REPO_ROOT/bin/uv.sh" --version >/dev/null 2>&1
 }
