@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gpu_telemetry.schema import BY_NAME, GPU_COLUMNS
+from gpu_telemetry.schema import GPU_COLUMNS
 
 MIB = 1024 * 1024
 
@@ -217,25 +217,6 @@ FIELD_IDS = tuple(dict.fromkeys(way.field_id for column in MAPPING for way in co
                                 if isinstance(way, Field)))
 # Read beside the sampling (collector/nvml_worker.py, PcieRates), in this order.
 BESIDE = ("pcie_tx_kbps", "pcie_rx_kbps")
-
-_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
-
-
-def fits(column: str, value):
-    """The value as the column stores it, None where it cannot (an integer out of the SQL
-    type's range, such as the 0xFFFFFFFF some drivers answer for "no value")."""
-    if value is None:
-        return None
-    sql_type = BY_NAME[column].sql_type
-    if sql_type in _RANGES:
-        if isinstance(value, float):
-            value = round(value)
-        limit = _RANGES[sql_type]
-        return value if -limit <= value < limit else None
-    if sql_type == "real":
-        return float(value)
-    return value
-
 
 def field_value(nv, value) -> Any:
     """The number in one nvmlFieldValue_t, or None when its own return code is not success."""

@@ -28,7 +28,6 @@ from gpu_telemetry.collector.nvml_fields import (
     Field,
     Reason,
     field_value,
-    fits,
 )
 from gpu_telemetry.schema import BY_NAME, GPU_COLUMNS
 
@@ -69,21 +68,24 @@ class _Step:
 
 
 def _compile(nv) -> list[tuple]:
-    """(column, steps, convert, integer limit) per GPU column, in GPU_COLUMNS order; steps is
-    "index" / "driver" / ("beside", i) for the columns read elsewhere."""
+    """(column, steps, convert, integer limit, static) per GPU column, in GPU_COLUMNS order;
+    steps is "index" / "driver" / ("beside", i) for the columns read elsewhere; static: every
+    way is a static call, so the value is kept for the session."""
     plan = []
     for column in GPU_COLUMNS:
-        limit = _LIMITS.get(BY_NAME[column].sql_type)
+        sql_type = BY_NAME[column].sql_type
+        limit = _LIMITS.get(sql_type, 0 if sql_type == "real" else None)
         if column == "gpu_index":
-            plan.append((column, "index", None, limit))
+            plan.append((column, "index", None, limit, False))
         elif column == "driver_version":
-            plan.append((column, "driver", None, limit))
+            plan.append((column, "driver", None, limit, False))
         elif column in BESIDE:
-            plan.append((column, ("beside", BESIDE.index(column)), None, limit))
+            plan.append((column, ("beside", BESIDE.index(column)), None, limit, False))
         else:
             way = BY_COLUMN[column]
-            plan.append((column, [_step(nv, source) for source in way.ways], way.convert,
-                         limit))
+            steps = [_step(nv, source) for source in way.ways]
+            plan.append((column, steps, way.convert, limit,
+                         all(step.kind == "call" and step.static for step in steps)))
     return plan
 
 
@@ -113,6 +115,8 @@ class Device:
         self.static: dict = {}
         self.now: dict = {}
         self.fields: dict[str, object] = {}
+        self.kept: dict[int, object] = {}  # position in the row -> a static column's value
+        self._masks: tuple | None = None  # this reading's (supported, current) reasons
         self.label = f"GPU {index}"
         self._field_ids = [(name, getattr(nv, name)) for name in FIELD_IDS if hasattr(nv, name)]
         self._reason_steps = {static: [_step(nv, call) for call in calls]
@@ -168,7 +172,9 @@ class Device:
             elif step.kind == "field":
                 value = self.fields.get(step.key)
             else:
-                supported, current = self._reasons(True), self._reasons(False)
+                if self._masks is None:
+                    self._masks = (self._reasons(True), self._reasons(False))
+                supported, current = self._masks
                 value = (None if supported is None or current is None or step.key is None
                          or not supported & step.key else bool(current & step.key))
             if value is not None:
@@ -178,9 +184,14 @@ class Device:
     def read(self, pcie: tuple | None) -> list:
         """This GPU's values in GPU_COLUMNS order; raises NVMLError for a GPU in trouble."""
         self.now = {}
+        self._masks = None
         self.fetch_fields()
         row = []
-        for column, steps, convert, limit in self.plan:
+        kept = self.kept
+        for position, (_column, steps, convert, limit, static) in enumerate(self.plan):
+            if static and position in kept:
+                row.append(kept[position])
+                continue
             if steps == "index":
                 value = self.index
             elif steps == "driver":
@@ -190,7 +201,14 @@ class Device:
             else:
                 value = self._value(steps, convert)
             if value is not None:
-                value = fits(column, value) if limit is None else _integer(value, limit)
+                if limit:
+                    value = _integer(value, limit)
+                elif limit == 0:
+                    value = float(value)
+                elif isinstance(value, bytes):
+                    value = value.decode(errors="replace")
+            if static:
+                kept[position] = value
             row.append(value)
         self.label = f"GPU {self.index} ({row[_BUS_ID]})"
         return row
