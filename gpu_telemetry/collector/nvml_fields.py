@@ -189,7 +189,8 @@ MAPPING: tuple[Way, ...] = (
     Way("pcie_width_cur", (Call(_LINK.format("GetCurr", "Width")),)),
     Way("pcie_width_max", (Call(_LINK.format("GetMax", "Width"), static=True),)),
     # nvmlDeviceGetPcieThroughput samples 20 ms inside the driver: read beside the sampling
-    # (collector/nvml_worker.py, PcieRates), the value the previous reading asked for.
+    # (collector/nvml_worker.py, PcieRates, at most once a second), the value the previous
+    # reading asked for.
     Way("pcie_tx_kbps", (Call("nvmlDeviceGetPcieThroughput", ("NVML_PCIE_UTIL_TX_BYTES",)),)),
     Way("pcie_rx_kbps", (Call("nvmlDeviceGetPcieThroughput", ("NVML_PCIE_UTIL_RX_BYTES",)),)),
     Way("pcie_replay_count", (Field("NVML_FI_DEV_PCIE_REPLAY_COUNTER"),)),

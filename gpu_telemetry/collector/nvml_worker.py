@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 
 from gpu_telemetry.collector.nvml_fields import (
@@ -32,6 +33,7 @@ from gpu_telemetry.collector.nvml_fields import (
 from gpu_telemetry.schema import BY_NAME, GPU_COLUMNS
 
 _ABSENT = object()
+PCIE_EVERY_SEC = 1.0
 
 # NVML return codes by what they mean for the reading. The kinds are those of nvidia-smi's
 # failures (collector/source.py), so events and alerts read the same whichever the source.
@@ -233,8 +235,10 @@ _BUS_ID = GPU_COLUMNS.index("pci_bus_id")
 
 class PcieRates(threading.Thread):
     """nvmlDeviceGetPcieThroughput counts bytes for 20 ms inside the driver, per call: two calls
-    per GPU would cost 40 ms a GPU on the sampling path, so they are made here, once after
-    each reading, and the next reading takes the result."""
+    per GPU would cost 40 ms a GPU on the sampling path, so they are made here, after a
+    reading asks for them, and the next reading takes the result. At most once every
+    PCIE_EVERY_SEC: sampling ten times a second, each GPU's throughput is measured once a
+    second (each round costs a thread wake-up per call), not at every sample."""
 
     def __init__(self, devices: list[Device]):
         super().__init__(name="pcie-rates", daemon=True)
@@ -244,11 +248,16 @@ class PcieRates(threading.Thread):
         self.stopped = False
 
     def run(self) -> None:
+        last = -PCIE_EVERY_SEC
         while True:
             self.wanted.wait()
+            rest = last + PCIE_EVERY_SEC - time.monotonic()
+            if rest > 0 and not self.stopped:
+                time.sleep(rest)
             self.wanted.clear()
             if self.stopped:
                 return
+            last = time.monotonic()
             for device in self.devices:
                 try:
                     self.latest[device.index] = device.pcie_throughput()
