@@ -151,7 +151,8 @@ def run_loop(server: PgServer, work: Path, source: str, gpus: int, fixture: Path
     env.update({"GPU_SOURCE": source, "NVIDIA_SMI": str(STAND_IN),
                 "NVSMI_STANDIN_FIXTURE": str(fixture), "NVML_STANDIN_FIXTURE": str(fixture),
                 "SPOOL_DIR": str(work / "spool"), "STATUS_FILE": str(work / "status.json"),
-                "LOG_DIR": str(work), "RAW_EVERY_SEC": "600", "PYTHONUNBUFFERED": "1"})
+                "LOG_DIR": str(work), "RAW_EVERY_SEC": "600", "PYTHONUNBUFFERED": "1",
+                "KERNEL_LOG_COMMAND": "none"})
     if source == "nvml":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(NVML_STAND_IN),
                                                           env.get("PYTHONPATH"))))

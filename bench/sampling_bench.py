@@ -190,7 +190,8 @@ class Bench:
         env.update({"NVIDIA_SMI": str(STAND_IN), "NVSMI_STANDIN_FIXTURE": str(fixture),
                     "SPOOL_DIR": str(self.work / "spool"), "STATUS_FILE": str(self.status_file),
                     "LOG_DIR": str(self.work), "RAW_EVERY_SEC": "600",
-                    "SPOOL_MAX_MB": "1024", "PYTHONUNBUFFERED": "1"})
+                    "SPOOL_MAX_MB": "1024", "PYTHONUNBUFFERED": "1",
+                    "KERNEL_LOG_COMMAND": "none"})
         log = open(self.work / f"loop-{gpus}.log", "w")  # noqa: SIM115 - closed below
         process = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "bin" / "collect_once.py"), "--loop",

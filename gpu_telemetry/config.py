@@ -30,6 +30,13 @@ DEFAULTS: dict[str, str] = {
     "SPOOL_MAX_MB": "1024",
     "RETENTION_DAYS": "",
     "GPU_SOURCE": "nvidia-smi",
+    "ALERT_COMMAND": "",
+    "ALERT_COMMAND_TIMEOUT_SEC": "10",
+    "ALERT_TEMP_MARGIN_C": "5",
+    "ALERT_TEMP_C": "85",
+    "ALERT_OUTAGE_SEC": "300",
+    "ALERT_SOURCE_SEC": "60",
+    "KERNEL_LOG_COMMAND": "journalctl -k -f -n 0 -o short-iso-precise --no-pager",
 }
 
 # Where readings come from: one `nvidia-smi -q -x` per sample, or NVML through nvidia-ml-py
@@ -53,6 +60,13 @@ class Config:
     retention_days: float | None
     env_file: Path | None
     gpu_source: str = "nvidia-smi"
+    alert_command: str = ""
+    alert_command_timeout_sec: float = 10
+    alert_temp_margin_c: float = 5
+    alert_temp_c: float = 85
+    alert_outage_sec: float = 300
+    alert_source_sec: float = 60
+    kernel_log_command: str = ""  # empty: not read
 
 
 def read_env_file(env_path: str | Path | None = None) -> tuple[Path | None, dict[str, str]]:
@@ -146,4 +160,16 @@ def load_config(env_path: str | Path | None = None) -> Config:
                         if retention_raw else None),
         env_file=env_file,
         gpu_source=gpu_source,
+        alert_command=get("ALERT_COMMAND"),
+        alert_command_timeout_sec=_number("ALERT_COMMAND_TIMEOUT_SEC",
+                                          get("ALERT_COMMAND_TIMEOUT_SEC"), positive=True),
+        alert_temp_margin_c=_number("ALERT_TEMP_MARGIN_C", get("ALERT_TEMP_MARGIN_C"),
+                                    positive=True, allow_zero=True),
+        alert_temp_c=_number("ALERT_TEMP_C", get("ALERT_TEMP_C"), positive=True),
+        alert_outage_sec=_number("ALERT_OUTAGE_SEC", get("ALERT_OUTAGE_SEC"), positive=True,
+                                 allow_zero=True),
+        alert_source_sec=_number("ALERT_SOURCE_SEC", get("ALERT_SOURCE_SEC"), positive=True,
+                                 allow_zero=True),
+        kernel_log_command="" if get("KERNEL_LOG_COMMAND").lower() == "none"
+        else get("KERNEL_LOG_COMMAND"),
     )

@@ -22,7 +22,9 @@ NVML_STAND_IN = REPO_ROOT / "tests" / "stand_ins" / "nvml"
 _OWN_KEYS = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE",
              "PGSERVICE", "PGPASSFILE", "SAMPLE_INTERVAL_SEC", "NVIDIA_SMI",
              "NVIDIA_SMI_TIMEOUT_SEC", "SPOOL_DIR", "STATUS_FILE", "LOG_DIR", "RAW_EVERY_SEC",
-             "SPOOL_MAX_MB", "RETENTION_DAYS", "GPU_SOURCE")
+             "SPOOL_MAX_MB", "RETENTION_DAYS", "GPU_SOURCE", "ALERT_COMMAND",
+             "ALERT_COMMAND_TIMEOUT_SEC", "ALERT_TEMP_MARGIN_C", "ALERT_TEMP_C", "ALERT_OUTAGE_SEC",
+             "ALERT_SOURCE_SEC", "KERNEL_LOG_COMMAND")
 
 
 def base_env(tmp_path: Path, pg_env: dict[str, str] | None, *,
@@ -39,6 +41,8 @@ def base_env(tmp_path: Path, pg_env: dict[str, str] | None, *,
         "STATUS_FILE": str(tmp_path / "status.json"),
         "LOG_DIR": str(tmp_path / "logs"),
         "PGCONNECT_TIMEOUT": "3",
+        # The machine's own kernel log is not the test's: a test that reads one names it.
+        "KERNEL_LOG_COMMAND": "none",
     })
     env.update(extra)
     return env

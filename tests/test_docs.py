@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from gpu_telemetry import config as config_module
+from gpu_telemetry.collector import alerts as alerts_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = REPO_ROOT / "docs"
@@ -307,6 +308,7 @@ def emitted_event_kinds() -> set[str]:
     kinds = set(re.findall(r'\bevent\(\s*"([a-z_]+)"', code))
     kinds |= set(re.findall(r'"kind":\s*"([a-z_]+)"', code))
     kinds |= set(re.findall(r'\bkind:\s*str\s*=\s*"([a-z_]+)"', code))  # a default argument
+    kinds |= set(alerts_module.EVENT_KINDS.values())  # the alerts', made from their names
     for match in re.finditer(r"collector_events", code):
         window = code[match.end():match.end() + 400]
         values = window.split("VALUES", 1)
@@ -783,6 +785,7 @@ def documented_environment(tmp_path: Path, db_env: dict[str, str]) -> dict[str, 
     env = {key: value for key, value in os.environ.items()
            if key not in config_module.DEFAULTS and not key.startswith(("PG", "NVSMI_STANDIN_"))}
     env.update({key: "" for key in config_module.DEFAULTS})
+    env["KERNEL_LOG_COMMAND"] = "none"  # this machine's kernel log is not the walk's
     env.update({"PGPASSWORD": "", "PGSSLMODE": "prefer", "PGCONNECT_TIMEOUT": "5"})
     env.update(db_env)
     env.update({

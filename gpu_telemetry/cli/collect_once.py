@@ -1,6 +1,7 @@
 """Take one sample of every GPU and store it in PostgreSQL (spooled while the database is down).
 
-Exit status: 0 stored (with --dry-run: printed); 2 usage (a bad value, or options that
+Exit status: 0 stored (with --dry-run: printed; with --test-alert: sent); 1 --test-alert:
+ALERT_COMMAND failed; 2 usage (a bad value, or options that
 contradict each other); 65 the database refused a value of the sample (spooled; the flush
 moves it to spool/bad/ with the reason); 69 the GPU source failed, nvidia-smi or NVML (event
 recorded or spooled); 70 internal error (a bug: --debug shows the traceback); 74 the spool
@@ -30,6 +31,7 @@ examples:
                                                try it without a GPU
   GPU_SOURCE=nvml uv run ./bin/collect_once.py --loop --interval 0.1
                                                read NVML instead of nvidia-smi, 10 a second
+  uv run ./bin/collect_once.py --test-alert    send a sample alert through ALERT_COMMAND
 
 GPU_SOURCE (configuration): nvidia-smi (default; one `nvidia-smi -q -x` per sample) or nvml
 (NVIDIA's library, through nvidia-ml-py in a worker process the collector kills and restarts
@@ -50,6 +52,9 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.quiet and not args.loop:
         parser.error("--quiet without --loop: options of the loop need --loop (a single "
                      "sample prints one line anyway)")
+    if args.test_alert and (args.loop or args.dry_run or args.raw):
+        parser.error("--test-alert takes no sample: it cannot be combined with --loop, "
+                     "--dry-run or --raw")
     if args.raw and not args.dry_run:
         parser.error("--raw without --dry-run: it only changes what --dry-run prints (stored "
                      "samples keep raw_json every RAW_EVERY_SEC)")
@@ -76,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: SAMPLE_INTERVAL_SEC, 5)")
     parser.add_argument("--quiet", action="store_true",
                         help="with --loop: no line per sample, only changes of state")
+    parser.add_argument("--test-alert", action="store_true",
+                        help="send a sample alert through ALERT_COMMAND and say how it went "
+                             "(docs/alerts.md); takes no sample")
     add_common_options(parser)
     args = parser.parse_args(argv)
     check_options(parser, args)
@@ -85,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from gpu_telemetry.config import load_config
 
         config = load_config(args.env)
+        if args.test_alert:
+            from gpu_telemetry.collector.alert_send import test_alert
+
+            return test_alert(config)
         if args.loop:
             from gpu_telemetry.collector.loop import CollectorLoop
 

@@ -21,8 +21,11 @@ import threading
 import time
 from datetime import timedelta
 
+from gpu_telemetry.collector.alert_send import AlertSender
+from gpu_telemetry.collector.alerts import Alerts, Thresholds
 from gpu_telemetry.collector.collect import Taken, open_source, take_sample
 from gpu_telemetry.collector.flush import deliver, record_flush
+from gpu_telemetry.collector.kernel_log import KernelLog
 from gpu_telemetry.collector.loopstate import LoopState
 from gpu_telemetry.collector.sample import default_host, now_utc
 from gpu_telemetry.collector.spool import (
@@ -93,6 +96,14 @@ class CollectorLoop:
         self._connecting: _Connect | None = None
         self.cap = SpoolCap(config.spool_dir, config.spool_max_mb)
         self.source = open_source(config, background=True)
+        self.alerts = Alerts(Thresholds(config.alert_temp_margin_c, config.alert_temp_c,
+                                        config.alert_outage_sec, config.alert_source_sec),
+                             self.host, config.spool_dir, time.monotonic, warn=self.say)
+        self.sender = AlertSender(config.alert_command, config.alert_command_timeout_sec,
+                                  self.say)
+        self.kernel = KernelLog(config.kernel_log_command) if config.kernel_log_command \
+            else None
+        self._kernel_said: str | None = None
         self.stopping = False
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
@@ -150,6 +161,9 @@ class CollectorLoop:
             self._connecting.abandon()
         self._drop_connection()
         self.source.close()
+        if self.kernel is not None:
+            self.kernel.close()
+        self.sender.close(wait_sec=1.0)
         for fd in (self._wake_read, self._wake_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -170,7 +184,28 @@ class CollectorLoop:
         taken = take_sample(self.config, self.host, self.source, self.state.raw.due)
         taken.events = self.state.observe(taken)
         self._say_decided()
+        taken.events += self._alerts(taken)
         self._store(taken)
+
+    def _alerts(self, taken: Taken) -> list[Event]:
+        """This sample's alerts: said, handed to ALERT_COMMAND, and recorded with it; the
+        kernel log's AER lines recorded too."""
+        kernel = self.kernel.take() if self.kernel is not None else []
+        if self.kernel is not None and self.kernel.problem != self._kernel_said:
+            self._kernel_said = self.kernel.problem
+            if self._kernel_said:
+                self.say(f"warning: {self._kernel_said}; sampling goes on")
+        outage = self.state.outage
+        alerts = self.alerts.evaluate(taken.sample.ts, taken.sample.gpus, taken.failure,
+                                      outage.started if outage is not None else None,
+                                      self.state.backlog, kernel)
+        events = [Event("pcie_aer", line.text[:500], data={"pci_bus_id": line.pci_bus_id})
+                  for line in kernel if line.kind == "aer"]
+        for alert in alerts:
+            self.say(f"alert {alert.alert} {alert.state}: {alert.summary}")
+            self.sender.send(alert.to_json())
+            events.append(alert.event())
+        return events
 
     # -- the database ------------------------------------------------------------------------
 
