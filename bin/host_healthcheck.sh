@@ -2,9 +2,11 @@
 # Host health check for a GPU telemetry host: the OS, the GPU and its driver, the kernel log,
 # the disks and sensors, the units, and the collector's own health; ends with a verdict.
 #
-# Usage: bin/host_healthcheck.sh [--no-sudo] [--log FILE | --no-log] [--env PATH]
+# Usage: bin/host_healthcheck.sh [--no-sudo] [--log FILE | --no-log] [--env PATH] [--alert]
 #
 #   --no-sudo   never call sudo (sudo is only ever `sudo -n`, which never asks for a password)
+#   --alert     send the verdict through ALERT_COMMAND when it changes (WARN or FAIL: alert
+#               host_health firing; OK again: resolved), for a timer; docs/alerts.md
 #   --log FILE  also write the report to FILE (default: LOG_DIR/healthcheck-<stamp>.log)
 #   --no-log    write the report to stdout only
 #   --env PATH  read configuration from PATH instead of <repo>/.env
@@ -18,8 +20,8 @@
 # (CHECK_TIMEOUT_SEC, default 10); a missing one is noted, never fatal. DMESG, SYSTEMCTL, SUDO
 # name those executables. The Collector section comes from gpu_telemetry/cli/health.py: spool
 # depth (pending samples; quarantined files in spool/bad), the age of this host's last stored
-# sample, the thermal state (the latest stored rows, else one nvidia-smi reading) and the last
-# collector events.
+# sample, the thermal state (the latest stored rows, else one nvidia-smi reading), the last
+# collector events, the collector's open alerts (each a WARN) and the last Xids.
 #
 # Verdict, the last line: "verdict: FAIL" (exit 2) when nvidia-smi -L fails or lists no GPU,
 # or dmesg shows Xid 79 (GPU fallen off the bus) since boot; "verdict: WARN" (exit 1) when
@@ -30,7 +32,8 @@
 #
 # Exit status: 0 verdict OK; 1 verdict WARN, or the log file cannot be written (use --no-log);
 # 2 verdict FAIL, or usage (before any check); 78 the --env file is unreadable, or an env file
-# holding PGPASSWORD that others can read.
+# holding PGPASSWORD that others can read. With --alert, a verdict that could not be sent is
+# said on stderr (send_alert's line) and does not change the status.
 set -euo pipefail
 
 PROG=host_healthcheck.sh
@@ -40,6 +43,8 @@ readonly PROG REPO_ROOT
 source "$REPO_ROOT/bin/lib/common.sh"
 # Its exit status is not this script's: its OK/WARN lines join the verdict.
 readonly COLLECTOR_HEALTH=gpu_telemetry.cli.health
+# --alert's sender; its status is not this script's either (a failure is said, not passed on).
+readonly SEND_ALERT=gpu_telemetry.cli.send_alert
 FAILS=()
 WARNS=()
 OKS=()
@@ -194,9 +199,40 @@ verdict() {
   for line in "${OKS[@]}"; do echo "OK: $line"; done
   for line in "${WARNS[@]}"; do echo "WARN: $line"; done
   for line in "${FAILS[@]}"; do echo "FAIL: $line"; done
+  if [[ -n ${VERDICT_FILE:-} ]]; then
+    # For --alert: the verdict and its first reasons, read by main after the report.
+    if ((${#FAILS[@]})); then
+      printf 'FAIL\t%s\n' "$(IFS=';'; echo "${FAILS[*]:0:3}")" >"$VERDICT_FILE"
+    elif ((${#WARNS[@]})); then
+      printf 'WARN\t%s\n' "$(IFS=';'; echo "${WARNS[*]:0:3}")" >"$VERDICT_FILE"
+    else
+      printf 'OK\t\n' >"$VERDICT_FILE"
+    fi
+  fi
   if ((${#FAILS[@]})); then echo "verdict: FAIL"; return 2; fi
   if ((${#WARNS[@]})); then echo "verdict: WARN"; return 1; fi
   echo "verdict: OK"
+}
+
+# --alert: the verdict through ALERT_COMMAND when it differs from the last one sent (kept in
+# LOG_DIR/.healthcheck-alert), so a timer running the check says each change once.
+send_verdict() {
+  local level reasons last="" state summary host sent
+  IFS=$'\t' read -r level reasons <"$VERDICT_FILE" || return 0
+  sent=$(from_repo "${LOG_DIR:-logs}")/.healthcheck-alert
+  [[ ! -f $sent ]] || last=$(<"$sent")
+  [[ $level != "${last:-OK}" ]] || return 0
+  host=$(hostname -s 2>/dev/null || hostname)
+  if [[ $level == OK ]]; then
+    state=resolved summary="$host: health check OK again (was $last)"
+  else
+    state=firing summary="$host: health check $level: $reasons"
+  fi
+  if project_python -m "$SEND_ALERT" host_health "$state" "${summary:0:300}" \
+    --value "$level" ${ENV_FILE:+--env "$ENV_FILE"}; then
+    mkdir -p "${sent%/*}" 2>/dev/null || true
+    printf '%s\n' "$level" >"$sent"
+  fi
 }
 
 # A check that trips over something unexpected must not cost the others (errexit is off inside
@@ -211,7 +247,7 @@ report() {
 }
 
 main() {
-  local env_file="" log_file="" no_log=0
+  local env_file="" log_file="" no_log=0 alert=0 status=0
   NO_SUDO=0
   while (($#)); do
     case $1 in
@@ -221,6 +257,7 @@ main() {
         ;;
       --no-sudo) NO_SUDO=1 ;;
       --no-log) no_log=1 ;;
+      --alert) alert=1 ;;
       --log=*) log_file=${1#*=} ;;
       --env=*) env_file=${1#*=} ;;
       --log | --env)
@@ -243,9 +280,14 @@ main() {
   DMESG=${DMESG:-dmesg} SYSTEMCTL=${SYSTEMCTL:-systemctl} SUDO=${SUDO:-sudo}
   export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-5}
 
+  if ((alert)); then
+    VERDICT_FILE=$(mktemp)
+    trap 'rm -f "$VERDICT_FILE"' EXIT
+  fi
   if ((no_log)); then
-    report || return $?
-    return 0
+    report || status=$?
+    ((!alert)) || send_verdict
+    return "$status"
   fi
   if [[ -z $log_file ]]; then
     log_file=$(from_repo "${LOG_DIR:-logs}")/healthcheck-$(date +%Y%m%d-%H%M%S).log
@@ -254,7 +296,9 @@ main() {
   : >>"$log_file" || die 1 "cannot write the log $log_file (use --no-log)"
   echo "log: $log_file"
   # With pipefail the pipeline's status is the report's (tee succeeds).
-  report 2>&1 | tee -a "$log_file" || return $?
+  report 2>&1 | tee -a "$log_file" || status=$?
+  ((!alert)) || send_verdict
+  return "$status"
 }
 
 main "$@"

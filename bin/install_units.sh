@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the systemd user units for this clone: writes systemd/gpu-telemetry.service,
-# gpu-telemetry-flush.service and gpu-telemetry-flush.timer into the user unit folder with the
+# gpu-telemetry-flush.service, gpu-telemetry-flush.timer and gpu-telemetry-down.service (the
+# collector's OnFailure= alert) into the user unit folder with the
 # clone's real path in place of %h/projects/gpu-telemetry, then reloads the user manager.
 #
 # Usage: bin/install_units.sh [--no-reload] [--enable] [--print]
@@ -29,7 +30,8 @@ readonly PROG REPO_ROOT
 # shellcheck source=lib/common.sh
 source "$REPO_ROOT/bin/lib/common.sh"
 readonly PLACEHOLDER='%h/projects/gpu-telemetry'
-readonly UNITS=(gpu-telemetry.service gpu-telemetry-flush.service gpu-telemetry-flush.timer)
+readonly UNITS=(gpu-telemetry.service gpu-telemetry-flush.service gpu-telemetry-flush.timer
+  gpu-telemetry-down.service)
 # Temp files not yet renamed into place: removed on any exit, Ctrl-C and kill included, so
 # the unit folder never keeps a half-written .<unit>.XXXXXX.
 TEMP_FILES=()

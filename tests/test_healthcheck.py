@@ -3,6 +3,7 @@ the age of the last stored sample, on a real PostgreSQL with stand-ins for the h
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -359,3 +360,35 @@ def test_as_the_writer_role_the_thermal_state_comes_from_nvidia_smi(tmp_path, to
     assert "thermal (nvidia-smi reading): GPU 0 (NVIDIA GeForce RTX 2080)" in result.stdout
     assert "spool_flushed" in result.stdout
     assert "secret detail" not in result.stdout and "not readable" not in result.stdout
+
+
+def test_alert_sends_each_change_of_the_verdict_once(tmp_path, tools, db):
+    received = tmp_path / "alerts.jsonl"
+    store_sample(db)
+    for _ in range(2):  # WARN twice (the units are inactive): one firing
+        result = healthcheck(tmp_path, tools, "--no-sudo", "--alert", pg_env=db.env,
+                             ALERT_COMMAND=f"cat >> {received}")
+        assert result.returncode == 1, result.stdout + result.stderr
+    result = healthcheck(tmp_path, tools, "--no-sudo", "--alert", pg_env=db.env,
+                         ALERT_COMMAND=f"cat >> {received}", SYSTEMCTL_STATE="active")
+    assert result.returncode == 0, result.stdout + result.stderr
+    alerts = [json.loads(line) for line in received.read_text().splitlines()]
+    assert [(a["alert"], a["state"], a["value"]) for a in alerts] == [
+        ("host_health", "firing", "WARN"), ("host_health", "resolved", "OK")]
+    assert "gpu-telemetry.service is inactive" in alerts[0]["summary"]
+
+
+def test_open_alerts_are_listed_and_warned_about(tmp_path, tools, db):
+    store_sample(db)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / ".alerts.json").write_text(json.dumps({
+        "open": {"gpu_hot|GPU-test": {"since": "2026-01-04T00:00:00+00:00"}}, "known": {}}))
+    with db.connect() as conn:
+        conn.execute("INSERT INTO telemetry.collector_events (ts, host, kind, detail)"
+                     " VALUES (now(), %s, 'xid', 'Xid 79 on 00000000:01:00.0: fallen off')",
+                     (HOST,))
+    result = healthcheck(tmp_path, tools, "--no-sudo", pg_env=db.env, SYSTEMCTL_STATE="active")
+    assert result.returncode == 1
+    assert "WARN: alert gpu_hot open since 2026-01-04T00:00:00+00:00 (GPU-test)" in result.stdout
+    assert "last 1 Xid events of" in result.stdout and "Xid 79 on" in result.stdout

@@ -14,7 +14,8 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
-UNITS = ("gpu-telemetry.service", "gpu-telemetry-flush.service", "gpu-telemetry-flush.timer")
+UNITS = ("gpu-telemetry.service", "gpu-telemetry-flush.service", "gpu-telemetry-flush.timer",
+         "gpu-telemetry-down.service")
 INSTALL = REPO_ROOT / "bin" / "install_units.sh"
 UV_SH = REPO_ROOT / "bin" / "uv.sh"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

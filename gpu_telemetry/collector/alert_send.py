@@ -99,9 +99,10 @@ class AlertSender:
         self._thread.join(timeout=wait_sec)
 
 
-def test_alert(config) -> int:
-    """collect_once.py --test-alert: one sample alert through ALERT_COMMAND, now; 0 sent, 1 the
-    command failed, 78 no ALERT_COMMAND."""
+def send_now(config, alert: str, state: str, summary: str, *, value=None,
+             program: str = "collect_once.py") -> int:
+    """One alert of the host through ALERT_COMMAND, now (not queued): 0 sent, 1 the command
+    failed, 78 no ALERT_COMMAND."""
     from datetime import UTC, datetime
 
     from gpu_telemetry.collector.sample import default_host
@@ -109,17 +110,23 @@ def test_alert(config) -> int:
     from gpu_telemetry.records import format_ts
 
     if not config.alert_command:
-        print("collect_once.py: ALERT_COMMAND is not set: alerts are only logged and recorded "
+        print(f"{program}: ALERT_COMMAND is not set: alerts are only logged and recorded "
               "(docs/alerts.md)", file=sys.stderr)
         return EXIT_CONFIG
-    host = default_host()
-    alert = {"alert": "test", "state": "firing", "ts": format_ts(datetime.now(UTC)),
-             "host": host, "gpu_uuid": None, "pci_bus_id": None, "gpu_name": None,
-             "summary": f"{host}: a test alert from collect_once.py --test-alert",
-             "value": None, "threshold": None, "xid": None, "since": None}
-    problem = run_command(config.alert_command, alert, config.alert_command_timeout_sec)
+    body = {"alert": alert, "state": state, "ts": format_ts(datetime.now(UTC)),
+            "host": default_host(), "gpu_uuid": None, "pci_bus_id": None, "gpu_name": None,
+            "summary": summary, "value": value, "threshold": None, "xid": None, "since": None}
+    problem = run_command(config.alert_command, body, config.alert_command_timeout_sec)
     if problem is not None:
-        print(f"collect_once.py: test alert not sent: {problem}", file=sys.stderr)
+        print(f"{program}: {alert} alert not sent: {problem}", file=sys.stderr)
         return 1
-    print(f"test alert sent through ALERT_COMMAND ({config.alert_command})")
+    print(f"{alert} {state} sent through ALERT_COMMAND")
     return EXIT_OK
+
+
+def test_alert(config) -> int:
+    """collect_once.py --test-alert: a sample alert through ALERT_COMMAND."""
+    from gpu_telemetry.collector.sample import default_host
+
+    return send_now(config, "test", "firing",
+                    f"{default_host()}: a test alert from collect_once.py --test-alert")

@@ -297,3 +297,17 @@ def _bus_in(pci_bus_id: str, message: str) -> bool:
     "GPU0000:01:00.0" and `0000:01:00` in the kernel's."""
     short = pci_bus_id.split(":", 1)[-1].lower()  # "01:00.0"
     return short in message.lower() or short.rsplit(".", 1)[0] + ")" in message.lower()
+
+
+def open_alerts(state_dir: Path) -> list[tuple[str, str | None, str]]:
+    """(alert, gpu_uuid or None, since) of the alerts open in the state file beside the spool;
+    none when there is no file (OSError or ValueError when it cannot be read)."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    found = []
+    for key, opened in sorted(saved.get("open", {}).items()):
+        name, _, uuid = key.partition("|")
+        found.append((name, uuid or None, opened.get("since", "?")))
+    return found

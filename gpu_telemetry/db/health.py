@@ -47,3 +47,13 @@ def last_events(conn: psycopg.Connection, host: str, limit: int) -> list[dict]:
         return _rows(conn, "SELECT ts, kind, gpu_uuid AS detail FROM telemetry.collector_events"
                            " WHERE host = %s ORDER BY ts DESC LIMIT %s", (host, limit),
                      "collector events")
+
+
+def last_xids(conn: psycopg.Connection, host: str, limit: int) -> list[dict]:
+    """The host's latest Xid rows, newest first: ts and detail (the summary line)."""
+    query = ("SELECT ts, kind, {} AS detail FROM telemetry.collector_events"
+             " WHERE host = %s AND kind = 'xid' ORDER BY ts DESC LIMIT %s")
+    try:
+        return _rows(conn, query.format("detail"), (host, limit), "Xid events")
+    except PermissionDenied:  # the writer role: the GPU's uuid in place of the detail
+        return _rows(conn, query.format("gpu_uuid"), (host, limit), "Xid events")

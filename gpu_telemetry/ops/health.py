@@ -1,5 +1,6 @@
 """The collector's health, as the host health check reports it: the spool, the age of the last
-stored sample, the GPUs' thermal state and the collector's latest events.
+stored sample, the GPUs' thermal state, the collector's latest events, its open alerts and
+the last Xids.
 
 Each check gives evidence lines (what was seen) and findings (OK / WARN / FAIL with one line
 each); bin/host_healthcheck.sh prints the evidence in its Collector section and counts the
@@ -181,7 +182,29 @@ def _database_checks(report: Report, config: Config, host: str) -> list[GpuTherm
             report.evidence.append(f"last {len(events)} collector events of {host}"
                                    f"{':' if events else ' (none)'}")
             report.evidence += [_event_line(event) for event in events]
+        try:
+            xids = queries.last_xids(conn, host, EVENTS_SHOWN)
+        except DatabaseError as error:
+            report.evidence.append(f"Xid events: not readable ({error})")
+        else:
+            report.evidence.append(f"last {len(xids)} Xid events of {host}"
+                                   f"{':' if xids else ' (none)'}")
+            report.evidence += [_event_line(event) for event in xids]
     return thermal
+
+
+def check_alerts(report: Report, config: Config) -> None:
+    """The collector's open alerts (its state file beside the spool): one WARN each."""
+    from gpu_telemetry.collector.alerts import open_alerts
+
+    try:
+        found = open_alerts(config.spool_dir)
+    except (OSError, ValueError) as error:
+        report.evidence.append(f"open alerts: not readable ({error})")
+        return
+    report.evidence.append(f"open alerts: {len(found) or 'none'}")
+    for name, uuid, since in found:
+        report.warn(f"alert {name} open since {since}" + (f" ({uuid})" if uuid else ""))
 
 
 def collector_health(config: Config, *, reading_timeout_sec: float | None = None,
@@ -191,6 +214,7 @@ def collector_health(config: Config, *, reading_timeout_sec: float | None = None
     report = Report()
     host = host or socket.gethostname().split(".")[0]
     check_spool(report, config)
+    check_alerts(report, config)
     stored = _database_checks(report, config, host)
     if stored:
         thermal_findings(report, stored, "database, latest rows")
