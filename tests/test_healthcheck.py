@@ -380,9 +380,9 @@ def test_alert_sends_each_change_of_the_verdict_once(tmp_path, tools, db):
 
 def test_open_alerts_are_listed_and_warned_about(tmp_path, tools, db):
     store_sample(db)
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    (spool / ".alerts.json").write_text(json.dumps({
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / ".alerts.json").write_text(json.dumps({
         "open": {"gpu_hot|GPU-test": {"since": "2026-01-04T00:00:00+00:00"}}, "known": {}}))
     with db.connect() as conn:
         conn.execute("INSERT INTO telemetry.collector_events (ts, host, kind, detail)"

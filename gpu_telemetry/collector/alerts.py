@@ -4,7 +4,7 @@
 the kernel log's new lines, and returns the alerts that start (`firing`) or end (`resolved`)
 now. Each alert has a key (its name and the GPU's uuid, or none for the host); an open alert is
 not fired again until it resolved, with hysteresis where a reading can hover at a threshold.
-Open alerts and the GPUs seen are kept in a state file beside the spool, so a restart in the
+Open alerts and the GPUs seen are kept in a state file in LOG_DIR, so a restart in the
 middle of an episode does not fire it again. Sending them (ALERT_COMMAND) is
 collector/alert_send.py's; recording them is the loop's (one collector_events row each).
 """
@@ -300,7 +300,7 @@ def _bus_in(pci_bus_id: str, message: str) -> bool:
 
 
 def open_alerts(state_dir: Path) -> list[tuple[str, str | None, str]]:
-    """(alert, gpu_uuid or None, since) of the alerts open in the state file beside the spool;
+    """(alert, gpu_uuid or None, since) of the alerts open in the state file (LOG_DIR);
     none when there is no file (OSError or ValueError when it cannot be read)."""
     path = state_dir / STATE_FILE
     if not path.exists():

@@ -98,7 +98,7 @@ class CollectorLoop:
         self.source = open_source(config, background=True)
         self.alerts = Alerts(Thresholds(config.alert_temp_margin_c, config.alert_temp_c,
                                         config.alert_outage_sec, config.alert_source_sec),
-                             self.host, config.spool_dir, time.monotonic, warn=self.say)
+                             self.host, config.log_dir, time.monotonic, warn=self.say)
         self.sender = AlertSender(config.alert_command, config.alert_command_timeout_sec,
                                   self.say)
         self.kernel = KernelLog(config.kernel_log_command) if config.kernel_log_command \

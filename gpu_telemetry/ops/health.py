@@ -194,11 +194,11 @@ def _database_checks(report: Report, config: Config, host: str) -> list[GpuTherm
 
 
 def check_alerts(report: Report, config: Config) -> None:
-    """The collector's open alerts (its state file beside the spool): one WARN each."""
+    """The collector's open alerts (its state file in LOG_DIR): one WARN each."""
     from gpu_telemetry.collector.alerts import open_alerts
 
     try:
-        found = open_alerts(config.spool_dir)
+        found = open_alerts(config.log_dir)
     except (OSError, ValueError) as error:
         report.evidence.append(f"open alerts: not readable ({error})")
         return
