@@ -349,7 +349,8 @@ def test_panels_filter_by_the_variables_and_the_time_range(dashboard):
             assert "$host" in query.sql, query.where
     for panel in panels(dashboard):
         per_gpu = panel["title"] not in ("Age of the last sample", "Status timeline",
-                                         "Status changes and runs", "Collector events")
+                                         "Status changes and runs", "Collector events",
+                                         "Open alerts")
         for target in panel.get("targets", []):
             assert ("gpu_uuid IN ($gpu)" in target["rawSql"]) == per_gpu, panel["title"]
             if target["format"] == "time_series" and "now()" not in target["rawSql"]:
@@ -451,7 +452,20 @@ INSERT INTO telemetry.collector_events (ts, host, kind, detail, gpu_uuid, data) 
      'system to recover this GPU', 'GPU-c0', '{"exit_code": 15}'),
     (now() - interval '20 minutes', 'host-b', 'spool_flushed', '12 samples delivered', NULL,
      '{"delivered": 12}'),
-    (now() - interval '3 days', 'host-b', 'gpu_missing', 'out of the range', 'GPU-b1', NULL)
+    (now() - interval '3 days', 'host-b', 'gpu_missing', 'out of the range', 'GPU-b1', NULL),
+    (now() - interval '40 minutes', 'host-a', 'alert_gpu_hot',
+     'host-a: Tesla P40 00000000:01:00.0 hot: 86 °C', 'GPU-a0',
+     '{"alert": "gpu_hot", "state": "firing", "since": "2026-01-04T00:00:00+00:00"}'),
+    (now() - interval '35 minutes', 'host-a', 'alert_gpu_lost', 'host-a: GPU lost', 'GPU-a0',
+     '{"alert": "gpu_lost", "state": "firing"}'),
+    (now() - interval '34 minutes', 'host-a', 'alert_gpu_lost', 'host-a: GPU back', 'GPU-a0',
+     '{"alert": "gpu_lost", "state": "resolved"}'),
+    (now() - interval '36 minutes', 'host-a', 'xid',
+     'host-a: Xid 79 on 00000000:01:00.0: GPU has fallen off the bus', 'GPU-a0',
+     '{"alert": "xid", "state": "firing", "xid": 79}'),
+    (now() - interval '10 minutes', 'host-b', 'alert_pcie_errors',
+     'host-b: PCIe errors on 00000000:02:00.0', 'GPU-b1',
+     '{"alert": "pcie_errors", "state": "firing"}')
 """
 
 
@@ -546,7 +560,12 @@ def test_every_query_runs_against_the_schema(db: Database, dashboard):
 
     columns, rows = _result_of(results, dashboard, "Collector events")
     assert sorted(row[columns.index("kind")] for row in rows) == [
-        "outage_end", "outage_start", "source_failed", "spool_flushed"], "only the range's"
+        "alert_gpu_hot", "alert_gpu_lost", "alert_gpu_lost", "alert_pcie_errors", "outage_end",
+        "outage_start", "source_failed", "spool_flushed", "xid"], "only the range's"
+
+    columns, rows = _result_of(results, dashboard, "Open alerts")
+    assert sorted((row[columns.index("host")], row[columns.index("alert")]) for row in rows) == [
+        ("host-a", "gpu_hot"), ("host-b", "pcie_errors")], "gpu_lost resolved: not open"
 
     columns, rows = _result_of(results, dashboard, "Age of the last sample")
     ages = {row[columns.index("metric")]: row[columns.index("age")] for row in rows}
