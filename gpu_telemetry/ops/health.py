@@ -174,22 +174,16 @@ def _database_checks(report: Report, config: Config, host: str) -> list[GpuTherm
                            if row["temp_c"] is not None] or None
             except DatabaseError:
                 thermal = None  # a role that may not read readings: nvidia-smi tells instead
-        try:
-            events = queries.last_events(conn, host, EVENTS_SHOWN)
-        except DatabaseError as error:
-            report.evidence.append(f"collector events: not readable ({error})")
-        else:
-            report.evidence.append(f"last {len(events)} collector events of {host}"
-                                   f"{':' if events else ' (none)'}")
-            report.evidence += [_event_line(event) for event in events]
-        try:
-            xids = queries.last_xids(conn, host, EVENTS_SHOWN)
-        except DatabaseError as error:
-            report.evidence.append(f"Xid events: not readable ({error})")
-        else:
-            report.evidence.append(f"last {len(xids)} Xid events of {host}"
-                                   f"{':' if xids else ' (none)'}")
-            report.evidence += [_event_line(event) for event in xids]
+        for what, query in (("collector events", queries.last_events),
+                            ("Xid events", queries.last_xids)):
+            try:
+                events = query(conn, host, EVENTS_SHOWN)
+            except DatabaseError as error:
+                report.evidence.append(f"{what}: not readable ({error})")
+            else:
+                report.evidence.append(f"last {len(events)} {what} of {host}"
+                                       f"{':' if events else ' (none)'}")
+                report.evidence += [_event_line(event) for event in events]
     return thermal
 
 
