@@ -339,3 +339,18 @@ def test_the_kernel_log_command_is_restarted_and_a_refusal_is_said(tmp_path, mon
     journal.close()
     assert "not seeing messages" in journal.problem
     assert "sudo usermod -aG systemd-journal $USER" in journal.problem
+
+
+def test_a_failing_command_is_said_counted_and_tried_again(monkeypatch):
+    import gpu_telemetry.collector.alert_send as alert_send
+
+    monkeypatch.setattr(alert_send, "RETRY_SEC", 0.05)
+    said = []
+    sender = alert_send.AlertSender("exit 1", 5, said.append)
+    sender.send({"alert": "gpu_hot", "state": "firing"})
+    wait_until(lambda: len(said) == 3, timeout=10, what="three tries")
+    sender.close(wait_sec=5)
+    assert sender.failures == 3 and sender.sent == 0
+    assert said[0].startswith("warning: alert gpu_hot firing not sent: ALERT_COMMAND exited "
+                              "with status 1; trying again")
+    assert "given up (3 failed run(s)" in said[2]

@@ -86,7 +86,8 @@ class AlertSender:
                 again = f"; trying again in {RETRY_SEC * (attempt + 1):g} s" \
                     if attempt < RETRIES else "; given up"
                 self.say(f"warning: alert {alert['alert']} {alert['state']} not sent: "
-                         f"{problem}{again}")
+                         f"{problem}{again} ({self.failures} failed run(s) of ALERT_COMMAND "
+                         "since the start)")
                 if attempt < RETRIES:
                     time.sleep(RETRY_SEC * (attempt + 1))
 
