@@ -354,3 +354,9 @@ def test_a_failing_command_is_said_counted_and_tried_again(monkeypatch):
     assert said[0].startswith("warning: alert gpu_hot firing not sent: ALERT_COMMAND exited "
                               "with status 1; trying again")
     assert "given up (3 failed run(s)" in said[2]
+
+
+def test_a_gpu_missing_after_a_restart_is_lost(tmp_path):
+    alerts(tmp_path, Clock()).evaluate(T0, [GPU], None, None, False)
+    again = alerts(tmp_path, Clock())
+    assert names(again.evaluate(T0, [], None, None, False)) == [("gpu_lost", "firing")]

@@ -156,7 +156,7 @@ class Alerts:
         """The alerts that start or end with this sample. `outage_started`: when (on the
         injected clock) samples began going to the spool, None while they are stored;
         `backlog`: spooled samples not delivered yet."""
-        before = dict(self.open)
+        before, known_before = dict(self.open), set(self.known)
         out: list[Alert] = []
         mono = self.clock()
         for gpu in gpus:
@@ -168,8 +168,8 @@ class Alerts:
             self._memory(out, now, mono, gpu)
         self._kernel(out, now, mono, kernel)
         self._outage(out, now, mono, outage_started, backlog)
-        if self.open != before:
-            self._save()
+        if self.open != before or set(self.known) != known_before:
+            self._save()  # a GPU first seen counts too: missing after a restart, it is lost
         return out
 
     def _hot(self, out, now, gpu: GpuReading) -> None:
