@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from bench.nvml_bench import proc_cpu, worker_pids  # noqa: E402
+from bench.nvml_bench import cpu_parts  # noqa: E402
 from gpu_telemetry.collector.nvml import reading_from  # noqa: E402
 from gpu_telemetry.collector.nvml_worker import Session  # noqa: E402
 from gpu_telemetry.collector.parser import parse_document  # noqa: E402
@@ -135,13 +135,9 @@ def loop(source: str, seconds: float, workdir: Path) -> int:
              "--interval", f"{interval:g}", "--quiet", "--env", str(empty)],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     time.sleep(3)  # start-up and the first raw snapshot
-    own, children = proc_cpu(process.pid)
-    workers = sum(proc_cpu(pid)[0] for pid in worker_pids(process.pid))
-    start_wall, first = time.time(), own + children + workers
+    start_wall, first = time.time(), sum(cpu_parts(process.pid).values())
     time.sleep(seconds)
-    own, children = proc_cpu(process.pid)
-    workers = sum(proc_cpu(pid)[0] for pid in worker_pids(process.pid))
-    end_wall, last = time.time(), own + children + workers
+    end_wall, last = time.time(), sum(cpu_parts(process.pid).values())
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
     times = []

@@ -276,8 +276,12 @@ def test_the_loop_alerts_once_per_episode_and_records_it(db, tmp_path):
 
 
 def test_a_hanging_alert_command_does_not_move_a_sample(db, tmp_path):
+    """...nor does a kernel log the user may not read: said once, with the fix."""
+    journal = ("sh -c 'echo \"Hint: You are currently not seeing messages from other users and "
+               "the system.\" >&2; exec sleep 60'")
     env = base_env(tmp_path, db.env, fixture="rtx-3080-v13.xml", ALERT_COMMAND="sleep 60",
-                   ALERT_COMMAND_TIMEOUT_SEC="30", ALERT_TEMP_C="20", ALERT_TEMP_MARGIN_C="90")
+                   ALERT_COMMAND_TIMEOUT_SEC="30", ALERT_TEMP_C="20", ALERT_TEMP_MARGIN_C="90",
+                   KERNEL_LOG_COMMAND=journal)
     loop = start_loop(env, tmp_path, "loop")
     try:
         with db.connect() as conn:
@@ -295,6 +299,9 @@ def test_a_hanging_alert_command_does_not_move_a_sample(db, tmp_path):
         loop.wait(timeout=30)
     assert fired == 1  # the alert fired at the first sample; its command hangs meanwhile
     assert max(gaps) < 0.2 * 3, gaps
+    said = [line for line in (tmp_path / "loop.out").read_text().splitlines()
+            if "not seeing messages" in line]
+    assert len(said) == 1 and "sudo usermod -aG systemd-journal $USER" in said[0], said
 
 
 def test_test_alert_sends_a_sample_through_the_command(tmp_path):

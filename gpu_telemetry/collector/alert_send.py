@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 
+from gpu_telemetry.collector.alerts import Alert
+from gpu_telemetry.collector.sample import default_host, now_utc
+from gpu_telemetry.collector.source import kill_group
+from gpu_telemetry.config import Config
+from gpu_telemetry.errors import EXIT_CONFIG, EXIT_OK
+
 RETRIES = 2
 RETRY_SEC = 5.0
 QUEUE_MAX = 200
+KILL_GRACE_SEC = 2.0
+# Commands that outlived SIGKILL (stuck in the kernel); reaped by kill_group's thread if ever.
+_abandoned: list[subprocess.Popen] = []
 
 
 def run_command(command: str, alert: dict, timeout_sec: float) -> str | None:
@@ -36,10 +43,8 @@ def run_command(command: str, alert: dict, timeout_sec: float) -> str | None:
     try:
         _, err = process.communicate(body, timeout=timeout_sec)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return f"ALERT_COMMAND timed out after {timeout_sec:g} s and was killed"
+        outcome = kill_group(process, KILL_GRACE_SEC, _abandoned)
+        return f"ALERT_COMMAND timed out after {timeout_sec:g} s and {outcome}"
     if process.returncode != 0:
         said = " ".join(err.decode(errors="replace").split())[:200]
         return f"ALERT_COMMAND exited with status {process.returncode}" + (
@@ -100,23 +105,15 @@ class AlertSender:
         self._thread.join(timeout=wait_sec)
 
 
-def send_now(config, alert: str, state: str, summary: str, *, value=None,
+def send_now(config: Config, alert: str, state: str, summary: str, *, value=None,
              program: str = "collect_once.py") -> int:
     """One alert of the host through ALERT_COMMAND, now (not queued): 0 sent, 1 the command
     failed, 78 no ALERT_COMMAND."""
-    from datetime import UTC, datetime
-
-    from gpu_telemetry.collector.sample import default_host
-    from gpu_telemetry.errors import EXIT_CONFIG, EXIT_OK
-    from gpu_telemetry.records import format_ts
-
     if not config.alert_command:
         print(f"{program}: ALERT_COMMAND is not set: alerts are only logged and recorded "
               "(docs/alerts.md)", file=sys.stderr)
         return EXIT_CONFIG
-    body = {"alert": alert, "state": state, "ts": format_ts(datetime.now(UTC)),
-            "host": default_host(), "gpu_uuid": None, "pci_bus_id": None, "gpu_name": None,
-            "summary": summary, "value": value, "threshold": None, "xid": None, "since": None}
+    body = Alert(alert, state, now_utc(), default_host(), summary, value=value).to_json()
     problem = run_command(config.alert_command, body, config.alert_command_timeout_sec)
     if problem is not None:
         print(f"{program}: {alert} alert not sent: {problem}", file=sys.stderr)
@@ -125,9 +122,7 @@ def send_now(config, alert: str, state: str, summary: str, *, value=None,
     return EXIT_OK
 
 
-def test_alert(config) -> int:
+def test_alert(config: Config) -> int:
     """collect_once.py --test-alert: a sample alert through ALERT_COMMAND."""
-    from gpu_telemetry.collector.sample import default_host
-
     return send_now(config, "test", "firing",
                     f"{default_host()}: a test alert from collect_once.py --test-alert")

@@ -123,7 +123,7 @@ class Alerts:
 
     def _fire(self, out: list[Alert], now: datetime, name: str, uuid: str | None,
               summary: str, **values) -> None:
-        key = f"{name}|{uuid or ''}"
+        key = _key(name, uuid)
         if key in self.open:
             return
         self.open[key] = {"since": format_ts(now)}
@@ -131,8 +131,7 @@ class Alerts:
 
     def _resolve(self, out: list[Alert], now: datetime, name: str, uuid: str | None,
                  summary: str, **values) -> None:
-        key = f"{name}|{uuid or ''}"
-        opened = self.open.pop(key, None)
+        opened = self.open.pop(_key(name, uuid), None)
         if opened is None:
             return
         since = datetime.fromisoformat(opened["since"])
@@ -144,9 +143,6 @@ class Alerts:
         return Alert(name, state, now, self.host, summary, uuid,
                      gpu.pci_bus_id if gpu else bus_id, gpu.gpu_name if gpu else None,
                      **values)
-
-    def is_open(self, name: str, uuid: str | None = None) -> bool:
-        return f"{name}|{uuid or ''}" in self.open
 
     # -- the rules -----------------------------------------------------------------------------
 
@@ -182,7 +178,7 @@ class Alerts:
             threshold = self.limits.temp_c
             of = "ALERT_TEMP_C"
         slowing = bool(gpu.throttle_hw_thermal or gpu.throttle_sw_thermal)
-        label = f"{gpu.gpu_name or 'GPU'} {gpu.pci_bus_id or gpu.gpu_uuid}"
+        label = self._label(gpu.gpu_uuid)
         if gpu.temp_c >= threshold or slowing:
             why = "thermal slowdown active" if slowing and gpu.temp_c < threshold else \
                 f"{gpu.temp_c} °C, {of}"
@@ -292,6 +288,11 @@ class Alerts:
         return f"{gpu.gpu_name or 'GPU'} {gpu.pci_bus_id or uuid}"
 
 
+def _key(name: str, uuid: str | None) -> str:
+    """An open alert's key in the state file: its name and its GPU (none for the host)."""
+    return f"{name}|{uuid or ''}"
+
+
 def _bus_in(pci_bus_id: str, message: str) -> bool:
     """Whether a message names this bus: `00000000:01:00.0` is `0000:01:00.0` in nvidia-smi's
     "GPU0000:01:00.0" and `0000:01:00` in the kernel's."""
@@ -308,6 +309,6 @@ def open_alerts(state_dir: Path) -> list[tuple[str, str | None, str]]:
     saved = json.loads(path.read_text())
     found = []
     for key, opened in sorted(saved.get("open", {}).items()):
-        name, _, uuid = key.partition("|")
+        name, _, uuid = key.partition("|")  # as _key wrote it
         found.append((name, uuid or None, opened.get("since", "?")))
     return found

@@ -29,8 +29,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-DEFAULT_COMMAND = "journalctl -k -f -n 0 -o short-iso-precise --no-pager"
-
 # What an operator needs to know of each Xid they are likely to meet (NVIDIA's Xid catalogue,
 # shortened).
 XID_MEANINGS = {

@@ -68,7 +68,7 @@ class NvmlWorker:
     def ask(self) -> dict:
         """One reading, as the worker's JSON object."""
         if self.process is not None and self.process.poll() is not None:
-            return self._died()  # between two readings: said, then started again
+            raise self._died()  # between two readings: said, then started again
         if self.process is None:
             self.process = self._start()
         process = self.process
@@ -76,7 +76,7 @@ class NvmlWorker:
             process.stdin.write(b"read\n")
             process.stdin.flush()
         except OSError:
-            return self._died()
+            raise self._died() from None
         deadline = time.monotonic() + self.timeout_sec
         fd = process.stdout.fileno()
         while b"\n" not in self._buffer:
@@ -89,7 +89,7 @@ class NvmlWorker:
                                   source=SOURCE)
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                return self._died()
+                raise self._died()
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
@@ -99,16 +99,17 @@ class NvmlWorker:
             raise SourceError("worker_failed", "the NVML worker answered something that is not "
                               f"JSON ({len(line)} bytes)", source=SOURCE) from None
 
-    def _died(self) -> dict:
+    def _died(self) -> SourceError:
+        """The worker is gone (or going): reaped, and the failure to raise."""
         process, self.process = self.process, None
         try:
             status = process.wait(timeout=self.grace_sec)
         except subprocess.TimeoutExpired:
             kill_group(process, self.grace_sec, self.abandoned)
             status = process.returncode
-        raise SourceError("worker_failed", f"the NVML worker exited with status {status} "
-                          "(its error is in the collector's log); it is started again at the "
-                          "next sample", status, source=SOURCE)
+        return SourceError("worker_failed", f"the NVML worker exited with status {status} "
+                           "(its error is in the collector's log); it is started again at the "
+                           "next sample", status, source=SOURCE)
 
     def close(self) -> None:
         process, self.process = self.process, None
@@ -200,8 +201,6 @@ def _snapshots(executable: str, timeout_sec: float, gpu_uuids: set[str]) -> dict
 class NvmlSource:
     """GPU_SOURCE=nvml. `background` (the loop): raw snapshots taken beside the sampling;
     otherwise (collect_once.py) right after the reading."""
-
-    name = SOURCE
 
     def __init__(self, nvidia_smi: str, timeout_sec: float, *, background: bool,
                  warn: Callable[[str], None]):

@@ -100,7 +100,8 @@ def _pstate(state):
     return f"P{state}" if 0 <= state <= 15 else None  # 32: NVML_PSTATE_UNKNOWN
 
 
-def _text(value):
+def as_text(value):
+    """Older bindings answer bytes, newer ones str."""
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
@@ -143,9 +144,9 @@ def _clock(kind: str, maximum: bool = False) -> Call:
 # Every GPU column but gpu_index (the GPU's NVML index) and driver_version
 # (nvmlSystemGetDriverVersion, once per session).
 MAPPING: tuple[Way, ...] = (
-    Way("gpu_uuid", (Call("nvmlDeviceGetUUID", static=True),), _text),
-    Way("pci_bus_id", (Call("nvmlDeviceGetPciInfo", attr="busId", static=True),), _text),
-    Way("gpu_name", (Call("nvmlDeviceGetName", static=True),), _text),
+    Way("gpu_uuid", (Call("nvmlDeviceGetUUID", static=True),), as_text),
+    Way("pci_bus_id", (Call("nvmlDeviceGetPciInfo", attr="busId", static=True),), as_text),
+    Way("gpu_name", (Call("nvmlDeviceGetName", static=True),), as_text),
     Way("temp_c", (Call("nvmlDeviceGetTemperature", ("NVML_TEMPERATURE_GPU",)),)),
     Way("power_draw_w", (Field("NVML_FI_DEV_POWER_INSTANT"), Call("nvmlDeviceGetPowerUsage"),
                          Field("NVML_FI_DEV_POWER_AVERAGE")), _watts, "mW"),

@@ -28,6 +28,7 @@ from gpu_telemetry.collector.nvml_fields import (
     Call,
     Field,
     Reason,
+    as_text,
     field_value,
 )
 from gpu_telemetry.schema import BY_NAME, GPU_COLUMNS
@@ -52,6 +53,10 @@ class Failed(Exception):
     def __init__(self, kind: str, message: str, code: int | None):
         super().__init__(message)
         self.kind, self.message, self.code = kind, message, code
+
+    def reply(self) -> dict:
+        """The worker's answer for it (collector/nvml.py's reading_from reads it)."""
+        return {"error": {"kind": self.kind, "message": self.message, "code": self.code}}
 
 
 @dataclass(frozen=True)
@@ -207,8 +212,6 @@ class Device:
                     value = _integer(value, limit)
                 elif limit == 0:
                     value = float(value)
-                elif isinstance(value, bytes):
-                    value = value.decode(errors="replace")
             if static:
                 kept[position] = value
             row.append(value)
@@ -231,6 +234,7 @@ def _integer(value, limit: int):
 
 
 _BUS_ID = GPU_COLUMNS.index("pci_bus_id")
+_DRIVER = GPU_COLUMNS.index("driver_version")
 
 
 class PcieRates(threading.Thread):
@@ -282,7 +286,7 @@ class Session:
         nv = self.nv
         nv.nvmlInit()
         try:
-            self.driver_version = _text(nv.nvmlSystemGetDriverVersion())
+            self.driver_version = as_text(nv.nvmlSystemGetDriverVersion())
         except nv.NVMLError as exc:
             if _code_name(nv, exc.value) not in VALUE_ABSENT:
                 raise
@@ -310,14 +314,12 @@ class Session:
             return self._read()
         except Failed as failure:
             self.close()
-            return {"error": {"kind": failure.kind, "message": failure.message,
-                              "code": failure.code}}
+            return failure.reply()
         except self.nv.NVMLError as exc:
             self.close()
             name = _code_name(self.nv, exc.value)
             kind = _LIBRARY.get(name) or _GPU_GONE.get(name) or "nvml_error"
-            return {"error": {"kind": kind, "message": f"{exc}{_HINTS.get(kind, '')}",
-                              "code": exc.value}}
+            return Failed(kind, f"{exc}{_HINTS.get(kind, '')}", exc.value).reply()
 
     def _read(self) -> dict:
         if self.devices is None:
@@ -335,7 +337,7 @@ class Session:
                 gone.append((_GPU_GONE.get(name, "nvml_error"), exc.value))
                 problems.append(f"{device.label} unreadable: NVML: {exc}")
                 continue
-            row[GPU_COLUMNS.index("driver_version")] = self.driver_version
+            row[_DRIVER] = self.driver_version
             rows.append(row)
         if not rows:
             kind, code = gone[0]
@@ -357,10 +359,6 @@ def _code_name(nv, code) -> str:
     return ""
 
 
-def _text(value):
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
 def _binding():
     try:
         return importlib.import_module("pynvml")
@@ -380,8 +378,8 @@ def serve(requests, out) -> None:
             if session is None:
                 session = Session(_binding())
             reply = session.read()
-        except Failed as failure:
-            reply = {"error": {"kind": failure.kind, "message": failure.message, "code": None}}
+        except Failed as failure:  # no binding to open a session with
+            reply = failure.reply()
         out.write(json.dumps(reply, separators=(",", ":")) + "\n")
         out.flush()
     if session is not None:

@@ -150,8 +150,6 @@ class NvidiaSmiSource:
     """GPU_SOURCE=nvidia-smi: one `nvidia-smi -q -x` per reading; the raw snapshot of a GPU is
     its element of that same document."""
 
-    name = "nvidia-smi"
-
     def __init__(self, executable: str, timeout_sec: float):
         self.executable = executable
         self.timeout_sec = timeout_sec
